@@ -1,0 +1,127 @@
+"""Command line: ``python -m gogate [--dev] [--env-file F] [--port N] ...``.
+
+Every setting of :mod:`gogate.config` has a flag of the same name (``--max-message-size``);
+flags win over the environment and ``.env``. An invalid value exits with code 2 and one line
+naming the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+
+from gogate.config import FIELDS, Settings, load_settings
+from gogate.errors import ConfigError
+from gogate.log import configure, server_log
+
+__all__ = ["build_parser", "main"]
+
+DEV_INTERNAL_API_KEY = "dev-internal-key"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m gogate",
+        description="gogate: the BuzzChat WebSocket gateway. Settings come from environment "
+                    "variables, then a .env file, then these flags (flags win). Each flag "
+                    "stands for the variable of the same name in upper case with underscores.",
+    )
+    parser.add_argument("--dev", action="store_true",
+                        help="development mode: also run an embedded development backend with "
+                             "demo users and chats, and print demo tokens")
+    parser.add_argument("--env-file", type=Path, default=None, metavar="PATH",
+                        help="read settings from this file instead of ./.env")
+    for field in FIELDS:
+        parser.add_argument(field.flag, dest=field.name, default=None, metavar=field.env,
+                            help=field.help)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    flags = {f.name: getattr(args, f.name) for f in FIELDS if getattr(args, f.name) is not None}
+    try:
+        settings = load_settings(flags, env_file=args.env_file, dev=args.dev)
+        _check_supported(settings)
+    except ConfigError as exc:
+        print(f"gogate: {exc}", file=sys.stderr)
+        return 2
+    configure(settings.log_level, settings.log_format)
+    runner = _run_dev(settings) if settings.dev else _run(settings)
+    try:
+        import uvloop
+
+        return uvloop.run(runner)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _check_supported(settings: Settings) -> None:
+    if settings.workers != 1:
+        raise ConfigError(f"invalid WORKERS={settings.workers or 'auto'}: this release serves "
+                          "with a single worker process; run one gogate per port")
+    if settings.redis_url:
+        raise ConfigError("invalid REDIS_URL: this release does not route through Redis; "
+                          "leave it empty")
+
+
+async def _run(settings: Settings) -> int:
+    from gogate.server import run
+
+    return await run(settings)
+
+
+async def _run_dev(settings: Settings) -> int:
+    """The gateway and the development backend in one process, with demo data."""
+    from urllib.parse import urlsplit
+
+    from gogate.devbackend import DevBackend
+    from gogate.server import run
+
+    url = urlsplit(settings.backend_api_url)
+    key = settings.internal_api_key or DEV_INTERNAL_API_KEY
+    backend = DevBackend(host=url.hostname or "127.0.0.1", port=url.port or 8000,
+                         internal_api_key=key)
+    try:
+        base_url = await backend.start()
+    except OSError as exc:
+        server_log.error("cannot start the development backend on %s: %s",
+                         settings.backend_api_url, exc.strerror or exc)
+        return 1
+    settings = msgspec.structs.replace(settings, backend_api_url=base_url, internal_api_key=key)
+    _print_banner(settings, base_url, backend.tokens())
+    try:
+        return await run(settings)
+    finally:
+        await backend.stop()
+
+
+def _print_banner(settings: Settings, backend_url: str, tokens: dict[int, str]) -> None:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    ws_url = f"ws://{host}:{settings.port}/ws"
+    lines = [
+        "",
+        "gogate development mode",
+        f"  gateway:      {ws_url}   (health: http://{host}:{settings.port}/health)",
+        f"  metrics:      http://{settings.internal_host}:{settings.internal_port}/metrics",
+        f"  dev backend:  {backend_url}   (demo data; for development only)",
+        "",
+        "Demo users (John, Jane and Carol share chat 1 \"General\"; Dave is not in it):",
+    ]
+    names = {1: "John Doe", 2: "Jane Smith", 3: "Carol White", 4: "Dave Black"}
+    for user_id, token in sorted(tokens.items()):
+        lines.append(f"  user {user_id} {names.get(user_id, '')}: {token}")
+    first = tokens.get(1, next(iter(tokens.values()), ""))
+    lines += [
+        "",
+        "Try it: connect, then paste the events line by line:",
+        f"  .venv/bin/python -m websockets {ws_url}",
+        f'  {{"event":"auth","data":{{"token":"{first}"}}}}',
+        '  {"event":"send_message","data":{"chat_id":1,"text":"Hello!"},"ref":1}',
+        "",
+    ]
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,363 @@
+"""One client WebSocket: the picows listener, its state machine and its timers.
+
+States: *connecting* (until ``auth_success``; closed 1008 after ``AUTH_TIMEOUT``),
+*authenticated* (registered in the hub; receives broadcasts), *closing*. Frames are decoded inside
+``on_ws_frame`` and never kept; writes go to an ordered inbox that one task drains, so a
+connection's writes reach the backend in arrival order while ``typing`` runs at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import deque
+from typing import Final
+
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
+
+from gogate.backend import User
+from gogate.errors import Close, ErrorCode
+from gogate.events import (
+    EVENT_NAMES,
+    Auth,
+    Inbound,
+    InvalidFrame,
+    Typing,
+    decode_inbound,
+    encode_error,
+)
+from gogate.handlers import Services
+from gogate.log import conn_log
+from gogate_fast import Sink, build_frame
+
+__all__ = ["Connection", "Registry"]
+
+MAX_FAILED_AUTH: Final = 3
+MAX_PENDING_WRITES: Final = 256  # writes waiting in one connection's inbox
+SEND_QUEUE_MAX_BYTES: Final = 4 * 1024 * 1024  # bytes one connection's send queue may hold
+_CLOSE_GRACE: Final = 2.0  # seconds a closing connection has to flush before it is cut
+
+_ids = itertools.count(1)
+
+
+class Registry:
+    """Every open connection of this worker, for heartbeats, limits and shutdown."""
+
+    def __init__(self) -> None:
+        self.open: set[Connection] = set()
+        self.accepting = True
+
+
+class Connection(WSListener):  # type: ignore[misc]
+    __slots__ = ("_auth_pending", "_bucket", "_bucket_at", "_deadline", "_expiry",
+                 "_fragments", "_inbox", "_inbox_task", "_registry", "_svc", "_write_timer",
+                 "auth_failures", "closing", "conn_id", "last_ping", "last_rx", "remote",
+                 "sink", "token", "transport", "user")
+
+    def __init__(self, svc: Services, registry: Registry) -> None:
+        super().__init__()
+        self._svc = svc
+        self._registry = registry
+        self.conn_id = next(_ids)
+        self.remote = ""
+        self.transport: WSTransport | None = None
+        self.sink: Sink = Sink(_discard, 1, 1)
+        self.user: User | None = None
+        self.token: str | None = None
+        self.auth_failures = 0
+        self.closing = False
+        self.last_rx = self.last_ping = time.monotonic()
+        self._auth_pending = 0
+        self._bucket = float(svc.settings.rate_limit_burst)
+        self._bucket_at = self.last_rx
+        self._fragments: bytearray | None = None
+        self._inbox: deque[Inbound] | None = None
+        self._inbox_task: asyncio.Task[None] | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def user_id(self) -> int | None:
+        return None if self.user is None else self.user.id
+
+    # --- picows callbacks (synchronous; never await, never keep a frame) -------------------
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        settings = self._svc.settings
+        self.transport = transport
+        raw = transport.underlying_transport
+        peer = raw.get_extra_info("peername")
+        self.remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
+        raw.set_write_buffer_limits(high=settings.write_buffer_size)
+        self.sink = Sink(raw.write, settings.send_queue_size, SEND_QUEUE_MAX_BYTES, self)
+        self._registry.open.add(self)
+        self._deadline = asyncio.get_running_loop().call_later(
+            settings.auth_timeout, self._on_deadline)
+        conn_log.info("connected", extra={"conn_id": self.conn_id, "remote": self.remote})
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        self.last_rx = time.monotonic()
+        if self.closing:
+            return
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
+            self.close(Close.PROTOCOL_ERROR)
+            return
+        kind = frame.msg_type
+        if kind is WSMsgType.TEXT:
+            if self._fragments is not None:
+                self.close(Close.PROTOCOL_ERROR)  # a new message inside a fragmented one
+            elif frame.fin:
+                try:
+                    text = frame.get_payload_as_utf8_text()
+                except UnicodeDecodeError:
+                    self.close(Close.INVALID_UTF8)
+                    return
+                self._on_message(text)
+            else:
+                self._fragments = bytearray(frame.get_payload_as_memoryview())
+        elif kind is WSMsgType.CONTINUATION:
+            self._on_continuation(frame)
+        elif kind is WSMsgType.CLOSE:
+            self.closing = True
+            transport.send_close(WSCloseCode.OK if frame.get_close_code() is WSCloseCode.NO_INFO
+                                 else frame.get_close_code())
+            transport.disconnect()
+        elif kind is WSMsgType.BINARY:
+            self.close(Close.BINARY_FRAME)
+        # PONG: counted as activity above; PING is answered by the transport.
+
+    def _on_continuation(self, frame: WSFrame) -> None:
+        fragments = self._fragments
+        if fragments is None:
+            self.close(Close.PROTOCOL_ERROR)  # a continuation with nothing to continue
+            return
+        if len(fragments) + frame.payload_size > self._svc.settings.max_message_size:
+            self._fragments = None
+            self.close(Close.MESSAGE_TOO_BIG)
+            return
+        fragments += frame.get_payload_as_memoryview()
+        if frame.fin:
+            self._fragments = None
+            try:
+                text = fragments.decode("utf-8")
+            except UnicodeDecodeError:
+                self.close(Close.INVALID_UTF8)
+                return
+            self._on_message(text)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.closing = True
+        self._cancel_timers()
+        self.sink.close()
+        self._registry.open.discard(self)
+        self._svc.hub.remove(self)
+        if self._inbox is not None:
+            self._inbox.clear()  # the write under way finishes; the ones behind it are dropped
+        sent = transport.close_handshake.sent if transport.close_handshake else None
+        conn_log.info("disconnected", extra={
+            "conn_id": self.conn_id, "user_id": self.user_id,
+            "code": int(sent.code.value) if sent is not None else None,
+            "reason": sent.reason if sent is not None and sent.reason else None})
+
+    def pause_writing(self) -> None:
+        self.sink.pause()
+        if self._write_timer is None and not self.closing:
+            self._write_timer = asyncio.get_running_loop().call_later(
+                self._svc.settings.write_wait, self.close, Close.WRITE_TIMEOUT)
+
+    def resume_writing(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+        self.sink.resume()
+
+    # --- inbound events -------------------------------------------------------------------
+
+    def _on_message(self, text: str) -> None:
+        svc = self._svc
+        if not self._registry.accepting:
+            return  # shutting down: the close frame follows
+        try:
+            event = decode_inbound(text)
+        except InvalidFrame as exc:
+            self._reject(exc)
+            return
+        svc.metrics.event_in(EVENT_NAMES[type(event)])
+        if not self._take_token():
+            self._error(ErrorCode.RATE_LIMITED, "Rate limit exceeded", event.ref)
+            return
+        if self.user is None and self._auth_pending == 0 and not isinstance(event, Auth):
+            self._error(ErrorCode.AUTH_REQUIRED, "Authentication required", event.ref)
+            return
+        if isinstance(event, Typing) and self.user is not None:
+            if not svc.typing_now(self, event):
+                asyncio.get_running_loop().create_task(svc.handle(self, event))
+            return
+        self._enqueue(event)
+
+    def _reject(self, exc: InvalidFrame) -> None:
+        self._svc.metrics.event_in("invalid")
+        if not self._take_token():
+            self._error(ErrorCode.RATE_LIMITED, "Rate limit exceeded", exc.ref)
+        elif (self.user is None and exc.code is not ErrorCode.INVALID_JSON
+              and exc.event != "auth"):
+            self._error(ErrorCode.AUTH_REQUIRED, "Authentication required", exc.ref)
+        else:
+            self._error(exc.code, exc.message, exc.ref)
+
+    def _take_token(self) -> bool:
+        """The per-connection token bucket: ``RATE_LIMIT`` per second, ``RATE_LIMIT_BURST``
+        at most."""
+        rate = self._svc.settings.rate_limit
+        if rate <= 0:
+            return True
+        now = time.monotonic()
+        burst = self._svc.settings.rate_limit_burst
+        self._bucket = min(burst, self._bucket + (now - self._bucket_at) * rate)
+        self._bucket_at = now
+        if self._bucket < 1.0:
+            return False
+        self._bucket -= 1.0
+        return True
+
+    def _enqueue(self, event: Inbound) -> None:
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
+        if len(inbox) >= MAX_PENDING_WRITES:
+            self._error(ErrorCode.RATE_LIMITED, "Too many requests pending", event.ref)
+            return
+        if isinstance(event, Auth):
+            self._auth_pending += 1
+        inbox.append(event)
+        if self._inbox_task is None:
+            self._inbox_task = asyncio.get_running_loop().create_task(self._drain_inbox())
+
+    async def _drain_inbox(self) -> None:
+        inbox = self._inbox
+        assert inbox is not None
+        try:
+            while inbox and not self.closing and self._registry.accepting:
+                event = inbox.popleft()
+                try:
+                    await self._svc.handle(self, event)
+                finally:
+                    if isinstance(event, Auth):
+                        self._auth_pending -= 1
+        finally:
+            self._inbox_task = None
+
+    # --- what handlers call -----------------------------------------------------------------
+
+    def send(self, payload: bytes) -> None:
+        """Write one encoded event to this connection (or queue it while the socket is full)."""
+        if not self.closing and not self.sink.send(build_frame(payload)):
+            self.close(Close.SLOW_CONSUMER)
+
+    def _error(self, code: ErrorCode, message: str, ref: int | str | None) -> None:
+        self._svc.metrics.client_errors.labels(code).inc()
+        self.send(encode_error(code, message, ref))
+
+    def authenticated(self, user: User, token: str, expires_at: float | None) -> bool:
+        """Accept the validated user: register on first auth, refresh the token on re-auth.
+        ``False`` when the connection was refused (per-user limit) and is closing."""
+        if self.closing:
+            return False
+        svc = self._svc
+        if self.user is None:
+            limit = svc.settings.max_connections_per_user
+            if limit and svc.hub.connection_count(user.id) >= limit:
+                self._error(ErrorCode.TOO_MANY_CONNECTIONS,
+                            f"Too many connections for this user (limit {limit})", None)
+                self.close(Close.TOO_MANY_CONNECTIONS)
+                return False
+            self.user = user
+            svc.hub.add(self)
+            conn_log.info("authenticated", extra={"conn_id": self.conn_id, "user_id": user.id})
+        self.token = token
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if expires_at is not None:
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_later(max(0.0, expires_at - time.time()), self._on_expired)
+        return True
+
+    def auth_failed(self) -> None:
+        self.auth_failures += 1
+        if self.auth_failures >= MAX_FAILED_AUTH:
+            self.close(Close.AUTH_FAILED)
+
+    def token_refused(self) -> None:
+        """The backend answered 401 to a user call: the token needs replacing."""
+        self._on_expired(notify=False)
+
+    # --- timers -----------------------------------------------------------------------------
+
+    def _on_deadline(self) -> None:
+        self._deadline = None
+        self.close(Close.AUTH_TIMEOUT if self.user is None else Close.AUTH_EXPIRED)
+
+    def _on_expired(self, notify: bool = True) -> None:
+        self._expiry = None
+        if self.closing:
+            return
+        if notify:
+            self._error(ErrorCode.AUTH_EXPIRED,
+                        "Token expired: send auth with a fresh token", None)
+        if self._deadline is None:
+            self._deadline = asyncio.get_running_loop().call_later(
+                self._svc.settings.auth_timeout, self._on_deadline)
+
+    def heartbeat(self, now: float) -> None:
+        """Called about once a second: ping every ``PING_PERIOD``, drop after ``PONG_WAIT``
+        of silence."""
+        settings = self._svc.settings
+        if self.closing or self.transport is None:
+            return
+        if now - self.last_rx >= settings.pong_wait:
+            self.close(Close.PING_TIMEOUT)
+        elif now - self.last_ping >= settings.ping_period:
+            self.last_ping = now
+            self.transport.send_ping()
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._deadline, self._expiry, self._write_timer):
+            if timer is not None:
+                timer.cancel()
+        self._deadline = self._expiry = self._write_timer = None
+
+    # --- closing ----------------------------------------------------------------------------
+
+    def close(self, reason: Close) -> None:
+        """Send a close frame with the reason's code and let the socket flush, then cut it."""
+        if self.closing or self.transport is None:
+            return
+        self.closing = True
+        self._cancel_timers()
+        self.sink.close()
+        metrics = self._svc.metrics
+        metrics.closes.labels(reason.name.lower()).inc()
+        if reason in (Close.SLOW_CONSUMER, Close.WRITE_TIMEOUT):
+            metrics.slow_consumers.inc()
+        code, text, _ = reason.value
+        conn_log.info("closing", extra={"conn_id": self.conn_id, "user_id": self.user_id,
+                                        "code": code, "reason": text})
+        transport = self.transport
+        transport.send_close(WSCloseCode(code), text.encode())
+        transport.disconnect()
+        asyncio.get_running_loop().call_later(_CLOSE_GRACE, _abort, transport)
+
+
+def _abort(transport: WSTransport) -> None:
+    if not transport.is_disconnected:
+        transport.disconnect(graceful=False)
+
+
+def _discard(_: bytes) -> None:
+    """Writes before the socket is connected go nowhere."""

@@ -1,0 +1,104 @@
+"""The hub of one worker: which connections each user holds here, and delivery to them.
+
+A broadcast is encoded once by its publisher, handed to the broker, and on each worker framed
+once and written to every receiving connection by the fan-out loop, which never waits: a paused
+connection queues into its bounded send queue, and one that overflows is closed as a slow
+consumer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+from typing import Protocol
+
+from gogate.broker import Broker
+from gogate.errors import Close
+from gogate.log import hub_log
+from gogate.metrics import Metrics
+from gogate_fast import Sink, build_frame, fanout
+
+__all__ = ["Hub", "Peer"]
+
+
+class Peer(Protocol):
+    """What the hub needs of a connection."""
+
+    @property
+    def user_id(self) -> int | None: ...
+
+    @property
+    def sink(self) -> Sink: ...
+
+    def close(self, reason: Close) -> None: ...
+
+
+class Hub:
+    """User id → the sinks of that user's connections on this worker."""
+
+    def __init__(self, broker: Broker, metrics: Metrics) -> None:
+        self._users: dict[int, list[Sink]] = {}
+        self._broker = broker
+        self._metrics = metrics
+        self.connections = 0
+        broker.attach(self.deliver)
+
+    def __contains__(self, user_id: int) -> bool:
+        return user_id in self._users
+
+    @property
+    def user_count(self) -> int:
+        return len(self._users)
+
+    def user_ids(self) -> Iterator[int]:
+        return iter(self._users)
+
+    def connection_count(self, user_id: int) -> int:
+        sinks = self._users.get(user_id)
+        return 0 if sinks is None else len(sinks)
+
+    def add(self, peer: Peer) -> None:
+        """Register an authenticated connection."""
+        assert peer.user_id is not None
+        self._users.setdefault(peer.user_id, []).append(peer.sink)
+        self.connections += 1
+
+    def remove(self, peer: Peer) -> None:
+        """Forget a connection; harmless when it was never added."""
+        if peer.user_id is None:
+            return
+        sinks = self._users.get(peer.user_id)
+        if sinks is None or peer.sink not in sinks:
+            return
+        sinks.remove(peer.sink)
+        self.connections -= 1
+        if not sinks:
+            del self._users[peer.user_id]
+
+    def publish(self, user_ids: Collection[int], event: str, payload: bytes, *,
+                exclude_user: int | None = None, droppable: bool = False) -> None:
+        """Send one encoded event to every connection of ``user_ids`` in the deployment."""
+        self._metrics.broker_messages.labels("out").inc()
+        self._broker.publish(user_ids, event, payload, exclude_user, droppable)
+
+    def deliver(self, user_ids: Collection[int], event: str, payload: bytes,
+                exclude_user: int | None, droppable: bool) -> None:
+        """Frame once and write to this worker's connections of ``user_ids``."""
+        users = self._users
+        sinks: list[Sink] = []
+        if len(user_ids) <= len(users):
+            for user_id in user_ids:
+                held = users.get(user_id)
+                if held is not None and user_id != exclude_user:
+                    sinks.extend(held)
+        else:
+            for user_id, held in users.items():
+                if user_id in user_ids and user_id != exclude_user:
+                    sinks.extend(held)
+        if not sinks:
+            return
+        overflowed = fanout(build_frame(payload), sinks, droppable)
+        self._metrics.event_out(event, len(sinks))
+        for sink in overflowed:
+            hub_log.info("slow consumer", extra={"event": event})
+            owner: Peer = sink.owner  # type: ignore[assignment]
+            owner.close(Close.SLOW_CONSUMER)

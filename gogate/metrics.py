@@ -1,0 +1,90 @@
+"""Prometheus metrics of one worker, in a registry of their own, served on ``/metrics``.
+
+Counters are bumped once per event or per broadcast (never once per receiver); gauges are read
+at scrape time from the live structures, so the hot path pays nothing for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """All metrics of the gateway. One instance per worker."""
+
+    def __init__(self) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.connections = Gauge("gogate_connections", "Open WebSocket connections.", registry=r)
+        self.authenticated = Gauge("gogate_authenticated_connections",
+                                   "Authenticated WebSocket connections.", registry=r)
+        self.users = Gauge("gogate_users", "Distinct users with a connection.", registry=r)
+        self.events_in = Counter("gogate_events_in", "Client events received, by event.",
+                                 ["event"], registry=r)
+        self.events_out = Counter("gogate_events_out",
+                                  "Server events written to connections, by event.",
+                                  ["event"], registry=r)
+        self.client_errors = Counter("gogate_client_errors", "Error events sent, by code.",
+                                     ["code"], registry=r)
+        self.closes = Counter("gogate_closes", "Connections closed by the gateway, by reason.",
+                              ["reason"], registry=r)
+        self.slow_consumers = Counter("gogate_slow_consumer_closes",
+                                      "Connections closed as slow consumers.", registry=r)
+        self.backend_calls = Counter("gogate_backend_calls",
+                                     "Backend calls by endpoint and outcome (status, timeout, "
+                                     "unreachable).", ["endpoint", "outcome"], registry=r)
+        self.backend_errors = Counter("gogate_backend_errors",
+                                      "Backend calls that failed (5xx, timeout, unreachable).",
+                                      ["endpoint"], registry=r)
+        self.backend_latency = Histogram("gogate_backend_call_seconds",
+                                         "Backend call latency by endpoint.", ["endpoint"],
+                                         buckets=_LATENCY_BUCKETS, registry=r)
+        self.member_fetches = Counter("gogate_member_list_fetches",
+                                      "Member lists fetched from the backend.", registry=r)
+        self.broker_messages = Counter("gogate_broker_messages",
+                                       "Events passed through the broker, by direction.",
+                                       ["direction"], registry=r)
+        self.undelivered = Counter("gogate_undelivered_messages",
+                                   "Accepted messages whose member list could not be fetched.",
+                                   registry=r)
+        self._events_out: dict[str, Counter] = {}
+        self._events_in: dict[str, Counter] = {}
+
+    def gauge_from(self, gauge: Gauge, read: Callable[[], float]) -> None:
+        gauge.set_function(read)
+
+    def event_in(self, event: str) -> None:
+        child = self._events_in.get(event)
+        if child is None:
+            child = self._events_in[event] = self.events_in.labels(event)
+        child.inc()
+
+    def event_out(self, event: str, count: int = 1) -> None:
+        child = self._events_out.get(event)
+        if child is None:
+            child = self._events_out[event] = self.events_out.labels(event)
+        child.inc(count)
+
+    def backend_call(self, endpoint: str, outcome: str, seconds: float) -> None:
+        self.backend_calls.labels(endpoint, outcome).inc()
+        self.backend_latency.labels(endpoint).observe(seconds)
+        if not outcome.isdigit() or int(outcome) >= 500:
+            self.backend_errors.labels(endpoint).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

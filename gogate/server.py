@@ -1,0 +1,225 @@
+"""The composition root of one worker: it builds every part, listens, and drains on shutdown.
+
+The public port is a picows listener: ``/ws`` upgrades to the protocol of
+:mod:`gogate.connection`; ``/health`` and ``/`` are answered by the listener factory itself;
+anything else is 404. The internal port serves ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import ssl
+import time
+from collections.abc import Sequence
+from typing import Final
+
+import msgspec
+from picows import (
+    WSListener,
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+    ws_create_server,
+)
+
+from gogate.backend import BackendClient
+from gogate.broker import LocalBroker
+from gogate.config import Settings
+from gogate.connection import Connection, Registry
+from gogate.errors import Close
+from gogate.handlers import Services
+from gogate.hub import Hub
+from gogate.internal import InternalServer
+from gogate.log import server_log
+from gogate.members import MembersCache
+from gogate.metrics import Metrics
+from gogate_fast import IMPLEMENTATION
+
+__all__ = ["Gateway", "OriginPolicy", "run"]
+
+_INFO: Final = (b"gogate: BuzzChat WebSocket gateway\n"
+                b"  /ws      WebSocket endpoint (first event: auth with a token)\n"
+                b"  /health  health check (JSON)\n")
+_JSON: Final = (("Content-Type", "application/json"),)
+
+
+class OriginPolicy:
+    """``ALLOWED_ORIGINS``: exact values or ``*`` wildcards; empty allows every origin.
+    A request without an ``Origin`` header (not a browser) is allowed."""
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self.open = not patterns
+        self._regex = re.compile(
+            "|".join(re.escape(p.lower()).replace(r"\*", "[^/]*") for p in patterns) or "$^")
+
+    def allows(self, origin: str | None) -> bool:
+        return self.open or origin is None or self._regex.fullmatch(origin.lower()) is not None
+
+
+def _response(status: int, body: bytes, headers: Sequence[tuple[str, str]] = ()
+              ) -> WSUpgradeResponseWithListener:
+    if status == 200:
+        response = WSUpgradeResponse.create_ok_response(body, list(headers))
+    else:
+        response = WSUpgradeResponse.create_error_response(status, body, list(headers))
+    return WSUpgradeResponseWithListener(response, None)
+
+
+class Gateway:
+    """One worker: listener, hub, backend pool, timers. ``start`` binds, ``stop`` drains."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.backend = BackendClient(settings.backend_api_url, settings.internal_api_key,
+                                     timeout=settings.backend_timeout,
+                                     max_connections=settings.backend_max_connections,
+                                     observe=self.metrics.backend_call)
+        self.members = MembersCache(self._fetch_members, settings.members_cache_ttl)
+        self.broker = LocalBroker()
+        self.hub = Hub(self.broker, self.metrics)
+        self.services = Services(settings, self.backend, self.members, self.hub, self.metrics)
+        self.registry = Registry()
+        self.origins = OriginPolicy(settings.allowed_origins)
+        self.internal = InternalServer(self.metrics, settings.internal_host,
+                                       settings.internal_port)
+        self.port = settings.port
+        self._server: asyncio.Server | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+        self.metrics.gauge_from(self.metrics.connections, lambda: len(self.registry.open))
+        self.metrics.gauge_from(self.metrics.authenticated, lambda: self.hub.connections)
+        self.metrics.gauge_from(self.metrics.users, lambda: self.hub.user_count)
+
+    async def _fetch_members(self, chat_id: int) -> frozenset[int]:
+        self.metrics.member_fetches.inc()
+        return await self.backend.chat_members(chat_id)
+
+    # --- routes of the public port ------------------------------------------------------------
+
+    def _route(self, request: WSUpgradeRequest
+               ) -> WSListener | WSUpgradeResponseWithListener | None:
+        path = request.path.split(b"?", 1)[0]
+        if path == b"/ws":
+            return self._upgrade(request)
+        if path == b"/health":
+            body = msgspec.json.encode({
+                "status": "ok" if self.registry.accepting else "draining",
+                "service": "gogate", "implementation": IMPLEMENTATION, "pid": os.getpid(),
+                "connections": len(self.registry.open)})
+            return _response(200, body, _JSON)
+        if path == b"/":
+            return _response(200, _INFO)
+        return None
+
+    def _upgrade(self, request: WSUpgradeRequest
+                 ) -> WSListener | WSUpgradeResponseWithListener:
+        headers = request.headers
+        if headers.get("upgrade", "").lower() != "websocket":
+            return _response(426, b"426 Upgrade Required: /ws speaks WebSocket\n",
+                             (("Upgrade", "websocket"),))
+        if not self.origins.allows(headers.get("origin")):
+            server_log.info("upgrade refused: origin not allowed",
+                            extra={"reason": headers.get("origin", "")[:100]})
+            return _response(403, b"403 Forbidden: origin not allowed\n")
+        limit = self.settings.max_connections
+        if not self.registry.accepting or (limit and len(self.registry.open) >= limit):
+            return _response(503, b"503 Service Unavailable: try again later\n",
+                             (("Retry-After", "5"),))
+        return Connection(self.services, self.registry)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        await self.backend.start()
+        await self.broker.start()
+        await self.internal.start()
+        ssl_context = None
+        if s.tls_cert_file:
+            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_context.load_cert_chain(s.tls_cert_file, s.tls_key_file)
+        self._server = await ws_create_server(
+            self._route, s.host, s.port,
+            max_frame_size=s.max_message_size,
+            read_buffer_init_size=s.read_buffer_size,
+            websocket_handshake_timeout=s.auth_timeout,
+            enable_auto_pong=True,
+            logger_name="server",
+            reuse_address=True,
+            ssl=ssl_context,
+        )
+        sockets = self._server.sockets
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+        scheme = "wss" if ssl_context else "ws"
+        server_log.info("gogate listening on %s://%s:%d/ws (hot path: %s, loop: %s)",
+                        scheme, s.host, self.port, IMPLEMENTATION,
+                        type(asyncio.get_running_loop()).__module__.split(".")[0])
+        if not s.allowed_origins:
+            server_log.warning("ALLOWED_ORIGINS is empty: WebSocket upgrades from any origin "
+                               "are accepted")
+
+    async def _beat(self) -> None:
+        """Once a tick: heartbeats of every connection; now and then, cache pruning."""
+        s = self.settings
+        tick = max(0.05, min(1.0, s.ping_period / 2, s.pong_wait / 4))
+        last_prune = time.monotonic()
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            for conn in list(self.registry.open):
+                conn.heartbeat(now)
+            if now - last_prune >= 10.0:
+                last_prune = now
+                self.members.prune()
+                self.services.typing_gate.prune()
+
+    async def stop(self) -> None:
+        """Stop accepting, let backend calls in flight finish, close every connection with
+        1001, all within ``SHUTDOWN_TIMEOUT``."""
+        if self._server is None:
+            return
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        self.registry.accepting = False
+        self._server.close()
+        server_log.info("draining %d connections", len(self.registry.open))
+        pending = [t for c in self.registry.open if (t := c._inbox_task) is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic() - 1.0))
+        for conn in list(self.registry.open):
+            conn.close(Close.SHUTDOWN)
+        while self.registry.open and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        await self.internal.stop()
+        await self.broker.stop()
+        await self.backend.close()
+        self._server = None
+        self._stopped.set()
+        server_log.info("gogate stopped")
+
+
+async def run(settings: Settings) -> int:
+    """Serve until SIGTERM or SIGINT, then drain and return the exit code."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    gateway = Gateway(settings)
+    try:
+        await gateway.start()
+    except OSError as exc:
+        server_log.error("cannot listen: %s", exc.strerror or exc)
+        await gateway.backend.close()
+        await gateway.internal.stop()
+        return 1
+    await stop.wait()
+    server_log.info("shutdown requested")
+    await gateway.stop()
+    return 0

@@ -1,0 +1,30 @@
+"""The gateway's hot path: server frames built once, per-connection send queues, fan-out.
+
+Two implementations share one interface: the compiled module, when it is built and
+``GOGATE_NO_EXTENSIONS`` is not set, and the pure-Python twin otherwise. ``IMPLEMENTATION`` says
+which one runs ("compiled" or "pure").
+"""
+
+from __future__ import annotations
+
+import os
+
+from gogate_fast import _pure
+
+__all__ = ["IMPLEMENTATION", "Sink", "build_frame", "fanout"]
+
+IMPLEMENTATION: str
+if os.environ.get("GOGATE_NO_EXTENSIONS"):
+    _impl = _pure
+    IMPLEMENTATION = "pure"
+else:
+    try:
+        from gogate_fast import _fast as _impl  # type: ignore[attr-defined, no-redef]
+        IMPLEMENTATION = "compiled"
+    except ImportError:
+        _impl = _pure
+        IMPLEMENTATION = "pure"
+
+Sink = _impl.Sink
+build_frame = _impl.build_frame
+fanout = _impl.fanout
