@@ -1,0 +1,316 @@
+"""Shared fixtures: a real development backend, a real gateway on a real socket, and a
+WebSocket client that is not picows (``websockets``).
+
+Async tests run under uvloop, the loop the product runs on. ``make_gateway(**overrides)``
+starts a gateway in this process with settings overrides; ``gateway_process`` runs
+``python -m gogate`` as a subprocess for what only a process can show (signals, exit codes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+import pytest
+import uvloop
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from gogate.config import Settings
+from gogate.devbackend import DevBackend
+from gogate.server import Gateway
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "test-internal-key"
+
+# Demo data of the development backend: chat 1 "General" holds users 1, 2, 3; chat 2 holds
+# 1 and 2; chat 3 holds 3 and 4. User 4 (Dave) is not a member of chat 1.
+GENERAL, JOHN_JANE, CAROL_DAVE = 1, 2, 3
+JOHN, JANE, CAROL, DAVE = 1, 2, 3, 4
+
+
+@pytest.fixture
+def event_loop_policy() -> uvloop.EventLoopPolicy:
+    return uvloop.EventLoopPolicy()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[DevBackend]:
+    """The development backend on a free port, with demo data, in this process."""
+    dev = DevBackend(host="127.0.0.1", port=0, internal_api_key=KEY)
+    await dev.start()
+    yield dev
+    await dev.stop()
+
+
+@pytest.fixture
+def tokens(backend: DevBackend) -> dict[int, str]:
+    """Demo tokens by user id."""
+    return backend.tokens()
+
+
+def gateway_settings(backend_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "host": "127.0.0.1", "port": 0, "internal_host": "127.0.0.1", "internal_port": 0,
+        "backend_api_url": backend_url, "internal_api_key": KEY, "log_level": "warning",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+MakeGateway = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def make_gateway(backend: DevBackend) -> AsyncIterator[MakeGateway]:
+    """Start gateways in this process: ``await make_gateway(rate_limit=0, ...)``."""
+    started: list[Gateway] = []
+
+    async def make(**overrides: Any) -> Gateway:
+        gateway = Gateway(gateway_settings(backend.url, **overrides))
+        await gateway.start()
+        started.append(gateway)
+        return gateway
+
+    yield make
+    for gateway in started:
+        await gateway.stop()
+
+
+@pytest.fixture
+async def gateway(make_gateway: MakeGateway) -> Gateway:
+    return await make_gateway()
+
+
+class Client:
+    """A test's view of one WebSocket: send events, read events, see the close."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+
+    async def send(self, event: str, data: Any = None, ref: Any = None) -> None:
+        frame: dict[str, Any] = {"event": event, "data": {} if data is None else data}
+        if ref is not None:
+            frame["ref"] = ref
+        await self.ws.send(json.dumps(frame))
+
+    async def send_raw(self, text: str | bytes) -> None:
+        await self.ws.send(text)
+
+    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+        """The next event, whatever it is."""
+        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        frame = json.loads(raw)
+        assert isinstance(frame, dict), frame
+        return frame
+
+    async def expect(self, event: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The next event, which must be ``event``; returns the whole frame."""
+        frame = await self.recv(timeout)
+        assert frame["event"] == event, frame
+        return frame
+
+    async def expect_error(self, code: str, timeout: float = 5.0) -> dict[str, Any]:
+        frame = await self.expect("error", timeout)
+        assert frame["data"]["code"] == code, frame
+        return frame
+
+    async def silent(self, within: float = 0.3) -> None:
+        """Nothing arrives within ``within`` seconds."""
+        try:
+            frame = await asyncio.wait_for(self.ws.recv(), within)
+        except TimeoutError:
+            return
+        raise AssertionError(f"unexpected frame: {frame!r}")
+
+    async def auth(self, token: str, ref: Any = None) -> dict[str, Any]:
+        await self.send("auth", {"token": token}, ref)
+        return (await self.expect("auth_success"))["data"]
+
+    async def closed(self, timeout: float = 5.0) -> int | None:
+        """Wait for the server to close; returns the close code it sent."""
+        async def drain() -> None:
+            try:
+                while True:
+                    await self.ws.recv()
+            except websockets.ConnectionClosed:
+                return
+
+        await asyncio.wait_for(drain(), timeout)
+        return self.ws.close_code
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+Connect = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture
+async def connect(gateway: Gateway) -> AsyncIterator[Connect]:
+    """Open a client to the default gateway; ``await connect(token)`` also authenticates."""
+    async with client_factory(gateway.port) as make:
+        yield make
+
+
+class client_factory:
+    """``async with client_factory(port) as connect: c = await connect(token)``."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.url = f"ws://{host}:{port}/ws"
+        self.clients: list[Client] = []
+
+    async def __aenter__(self) -> Connect:
+        return self.connect
+
+    async def connect(self, token: str | None = None, **kwargs: Any) -> Client:
+        kwargs.setdefault("max_size", None)
+        kwargs.setdefault("ping_interval", None)
+        ws = await websockets.connect(self.url, open_timeout=5, **kwargs)
+        client = Client(ws)
+        self.clients.append(client)
+        if token is not None:
+            await client.auth(token)
+        return client
+
+    async def __aexit__(self, *exc: object) -> None:
+        for client in self.clients:
+            await client.close()
+
+
+async def http_get(url: str, **kwargs: Any) -> tuple[int, bytes, dict[str, str]]:
+    async with aiohttp.ClientSession() as session, session.get(url, **kwargs) as response:
+        return response.status, await response.read(), dict(response.headers)
+
+
+async def metrics_text(gateway: Gateway) -> str:
+    status, body, _ = await http_get(f"http://127.0.0.1:{gateway.internal.port}/metrics")
+    assert status == 200
+    return body.decode()
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """One sample of the Prometheus text; 0 when absent."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    prefix = f"{name}{{{wanted}}} " if labels else f"{name} "
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix):])
+    return 0.0
+
+
+async def backend_calls(backend: DevBackend) -> dict[str, int]:
+    status, body, _ = await http_get(f"{backend.url}/api/dev/stats")
+    assert status == 200
+    calls: dict[str, int] = msgspec.json.decode(body)["calls"]
+    return calls
+
+
+async def backend_post(backend: DevBackend, path: str, body: Any, method: str = "POST"
+                       ) -> Any:
+    async with aiohttp.ClientSession() as session, session.request(
+            method, backend.url + path, json=body) as response:
+        assert response.status < 300, (response.status, await response.text())
+        return await response.json() if response.status != 204 else None
+
+
+async def set_fault(backend: DevBackend, **fault: Any) -> None:
+    """Make the development backend slow or failing: delay=, status=, match=, count=."""
+    await backend_post(backend, "/api/dev/faults", fault, method="PUT")
+
+
+async def clear_fault(backend: DevBackend) -> None:
+    async with aiohttp.ClientSession() as session, session.delete(
+            backend.url + "/api/dev/faults") as response:
+        assert response.status == 204
+
+
+# --- the gateway as a process -------------------------------------------------------------
+
+
+class GatewayProcess:
+    """``python -m gogate`` running in a subprocess, with its stderr captured to a file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, port: int,
+                 internal_port: int) -> None:
+        self.log_path = log
+        self.port = port
+        self.internal_port = internal_port
+        self._log = log.open("wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "gogate", *args], cwd=ROOT,
+                                     env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gateway exited early:\n{self.output()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"gateway did not listen in time:\n{self.output()}")
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 20.0) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self._log.close()
+
+
+StartProcess = Callable[..., GatewayProcess]
+
+
+@pytest.fixture
+def gateway_process(tmp_path: Path) -> Iterator[StartProcess]:
+    """Start ``python -m gogate`` with env overrides; ``start(env={...}, args=[...])``.
+    Ports are chosen free unless given; the process is killed at teardown if still running."""
+    started: list[GatewayProcess] = []
+
+    def start(env: dict[str, str] | None = None, args: list[str] | None = None,
+              wait: bool = True) -> GatewayProcess:
+        port, internal_port = free_port(), free_port()
+        full_env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("GOGATE_", "PORT", "HOST"))}
+        full_env.update({"PORT": str(port), "INTERNAL_PORT": str(internal_port),
+                         "HOST": "127.0.0.1", "INTERNAL_API_KEY": KEY,
+                         "PYTHONUNBUFFERED": "1"})
+        full_env.update(env or {})
+        proc = GatewayProcess(args or [], full_env, tmp_path / f"gateway-{len(started)}.log",
+                              int(full_env["PORT"]), int(full_env["INTERNAL_PORT"]))
+        started.append(proc)
+        if wait:
+            proc.wait_ready()
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
