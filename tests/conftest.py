@@ -40,9 +40,12 @@ GENERAL, JOHN_JANE, CAROL_DAVE = 1, 2, 3
 JOHN, JANE, CAROL, DAVE = 1, 2, 3, 4
 
 
-@pytest.fixture
-def event_loop_policy() -> uvloop.EventLoopPolicy:
-    return uvloop.EventLoopPolicy()
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item
+                                  ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every async test runs under uvloop; those marked ``both_loops`` under asyncio too."""
+    if item.get_closest_marker("both_loops"):
+        return {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
+    return {"uvloop": uvloop.new_event_loop}
 
 
 def free_port() -> int:
