@@ -24,22 +24,9 @@ from gogate.errors import (
     ErrorCode,
 )
 from gogate.log import backend_log
+from gogate.models import SentMessage, User
 
 __all__ = ["BackendClient", "SentMessage", "User", "member_ids", "parse_user"]
-
-
-class User(msgspec.Struct, frozen=True):
-    id: int
-    name: str
-    phone: str | None
-
-
-class SentMessage(msgspec.Struct, frozen=True):
-    """A message the backend accepted: its ids and its JSON exactly as the backend sent it."""
-
-    id: int
-    chat_id: int
-    raw: bytes
 
 
 class _MessageIds(msgspec.Struct):

@@ -16,7 +16,6 @@ from typing import Final
 
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
-from gogate.backend import User
 from gogate.errors import Close, ErrorCode
 from gogate.events import (
     EVENT_NAMES,
@@ -29,6 +28,7 @@ from gogate.events import (
 )
 from gogate.handlers import Services
 from gogate.log import conn_log
+from gogate.models import User
 from gogate_fast import Sink, build_frame
 
 __all__ = ["Connection", "Registry"]
@@ -120,9 +120,8 @@ class Connection(WSListener):  # type: ignore[misc]
         elif kind is WSMsgType.CONTINUATION:
             self._on_continuation(frame)
         elif kind is WSMsgType.CLOSE:
-            self.closing = True
-            transport.send_close(WSCloseCode.OK if frame.get_close_code() is WSCloseCode.NO_INFO
-                                 else frame.get_close_code())
+            self.closing = True  # the client closes: answer and let the socket go
+            transport.send_close(WSCloseCode.OK)
             transport.disconnect()
         elif kind is WSMsgType.BINARY:
             self.close(Close.BINARY_FRAME)

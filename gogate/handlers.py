@@ -13,11 +13,10 @@ import binascii
 import json
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 
-from gogate.backend import BackendClient, User
 from gogate.config import Settings
 from gogate.errors import AuthExpired, BackendUnavailable, ClientError, ErrorCode
 from gogate.events import (
@@ -39,6 +38,10 @@ from gogate.hub import Hub
 from gogate.log import conn_log, hub_log
 from gogate.members import MembersCache
 from gogate.metrics import Metrics
+from gogate.models import User
+
+if TYPE_CHECKING:
+    from gogate.backend import BackendClient
 
 __all__ = ["Client", "RecentMessages", "Services", "TypingGate", "token_expiry"]
 

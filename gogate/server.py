@@ -47,11 +47,12 @@ _JSON: Final = (("Content-Type", "application/json"),)
 
 
 class OriginPolicy:
-    """``ALLOWED_ORIGINS``: exact values or ``*`` wildcards; empty allows every origin.
-    A request without an ``Origin`` header (not a browser) is allowed."""
+    """``ALLOWED_ORIGINS``: exact values or ``*`` wildcards (``https://*.example.com``; a
+    lone ``*`` allows every origin); empty allows every origin. A request without an
+    ``Origin`` header (not a browser) is allowed."""
 
     def __init__(self, patterns: Sequence[str]) -> None:
-        self.open = not patterns
+        self.open = not patterns or "*" in patterns
         self._regex = re.compile(
             "|".join(re.escape(p.lower()).replace(r"\*", "[^/]*") for p in patterns) or "$^")
 

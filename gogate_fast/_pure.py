@@ -80,6 +80,7 @@ class Sink:
                 return True
             if not self._shed(size):
                 return False
+            queue = self._queue
         queue.append((frame, droppable))
         self._queued_bytes += size
         return True
