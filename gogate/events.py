@@ -107,7 +107,7 @@ CLIENT_EVENTS: Final = frozenset(EVENT_NAMES.values())
 class _Envelope(Struct):
     """Just enough of a frame to say what was wrong with it."""
 
-    event: str
+    event: Any = None
     ref: Any = None
 
 
@@ -140,6 +140,8 @@ def _classify(payload: bytes | str, exc: msgspec.DecodeError) -> InvalidFrame:
         return InvalidFrame("Invalid message format", ErrorCode.INVALID_JSON, None, None)
     ref = envelope.ref if isinstance(envelope.ref, (int, str)) and not isinstance(
         envelope.ref, bool) else None
+    if not isinstance(envelope.event, str):
+        return InvalidFrame("Invalid message format", ErrorCode.INVALID_JSON, None, ref)
     if envelope.event not in CLIENT_EVENTS:
         return InvalidFrame("Unknown event type", ErrorCode.UNKNOWN_EVENT, envelope.event, ref)
     # msgspec names the path of the offending field: "Expected `int`, got `str` - at `$.data...`"
