@@ -8,6 +8,7 @@ naming the variable.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -97,7 +98,10 @@ async def _run_dev(settings: Settings) -> int:
     try:
         return await run(settings)
     finally:
-        await backend.stop()
+        try:  # requests still held by a slow backend do not hold up the exit
+            await asyncio.wait_for(backend.stop(), timeout=1.0)
+        except TimeoutError:
+            server_log.warning("development backend stopped with requests in flight")
 
 
 def _print_banner(settings: Settings, backend_url: str, tokens: dict[int, str]) -> None:

@@ -123,9 +123,11 @@ class Connection(WSListener):  # type: ignore[misc]
             self.closing = True  # the client closes: answer and let the socket go
             transport.send_close(WSCloseCode.OK)
             transport.disconnect()
+        elif kind is WSMsgType.PING:
+            transport.send_pong(frame.get_payload_as_bytes())
         elif kind is WSMsgType.BINARY:
             self.close(Close.BINARY_FRAME)
-        # PONG: counted as activity above; PING is answered by the transport.
+        # PONG: counted as activity above.
 
     def _on_continuation(self, frame: WSFrame) -> None:
         fragments = self._fragments

@@ -148,7 +148,7 @@ class Gateway:
             max_frame_size=s.max_message_size,
             read_buffer_init_size=s.read_buffer_size,
             websocket_handshake_timeout=s.auth_timeout,
-            enable_auto_pong=True,
+            enable_auto_pong=False,  # pings are answered after the frame checks
             logger_name="server",
             reuse_address=True,
             ssl=ssl_context,

@@ -1,0 +1,844 @@
+"""Connection lifetime (CONTRACT.md section 3, "Connection lifetime"): close codes for protocol
+violations, heartbeats, slow consumers, and the drain on SIGTERM / SIGINT.
+
+Protocol violations are sent with a minimal RFC 6455 client written here (:class:`RawClient`):
+frames are built by hand, so that a test can send what no well-behaved library would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import pytest
+import websockets
+from conftest import (
+    CAROL,
+    GENERAL,
+    JANE,
+    JOHN,
+    Client,
+    MakeGateway,
+    StartProcess,
+    client_factory,
+    free_port,
+    metric_value,
+    metrics_text,
+)
+
+from gogate.devbackend import DevBackend
+from gogate.server import Gateway
+
+# --- a minimal RFC 6455 client --------------------------------------------------------------
+
+CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0,
+          length: int | None = None) -> bytes:
+    """One masked client frame. ``rsv`` is the 3-bit RSV field (4 = RSV1); ``length`` claims
+    a payload length other than the real one (to send a header alone)."""
+    size = len(payload) if length is None else length
+    first = (0x80 if fin else 0) | (rsv << 4) | opcode
+    if size < 126:
+        header = bytes((first, 0x80 | size))
+    elif size < 65536:
+        header = bytes((first, 0x80 | 126)) + struct.pack("!H", size)
+    else:
+        header = bytes((first, 0x80 | 127)) + struct.pack("!Q", size)
+    key = os.urandom(4)
+    return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def event_bytes(event: str, data: dict[str, Any], ref: Any = None) -> bytes:
+    body: dict[str, Any] = {"event": event, "data": data}
+    if ref is not None:
+        body["ref"] = ref
+    return json.dumps(body).encode()
+
+
+class Closed(Exception):
+    """The server closed: ``code`` from its close frame, or None when the socket just ended."""
+
+    def __init__(self, code: int | None, reason: bytes = b"") -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+
+class RawClient:
+    """A WebSocket client over ``asyncio.open_connection``: handshake, hand-built frames.
+    It never answers pings unless told to."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.buffer = bytearray()  # bytes taken from the socket, not yet a whole frame
+        self.pings = 0
+
+    @classmethod
+    async def open(cls, port: int, *, rcvbuf: int | None = None) -> RawClient:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            # Before connect, so that the window is small from the start. On loopback the MSS
+            # is 64 KiB and the server's send buffer grows with it to megabytes; a small MSS
+            # announced in our SYN keeps the server's kernel buffer small too, so a consumer
+            # that stops reading is felt after tens of kilobytes.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            if hasattr(socket, "TCP_MAXSEG"):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        # A small stream-reader limit too, so that asyncio does not read far ahead for us.
+        reader, writer = await asyncio.open_connection(
+            sock=sock, limit=rcvbuf if rcvbuf is not None else 2**20)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                      "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                      ).encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        status, *lines = head.decode("latin-1").split("\r\n")
+        assert status.startswith("HTTP/1.1 101"), head
+        headers = {k.strip().lower(): v.strip()
+                   for k, _, v in (line.partition(":") for line in lines if line)}
+        expected = base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
+        assert headers.get("sec-websocket-accept") == expected, head
+        return cls(reader, writer)
+
+    def send(self, *frames: bytes) -> None:
+        for data in frames:
+            self.writer.write(data)
+
+    def send_event(self, event: str, data: dict[str, Any], ref: Any = None) -> None:
+        self.send(frame(TEXT, event_bytes(event, data, ref)))
+
+    def _parse(self) -> tuple[bool, int, bytes] | None:
+        """One whole frame from the buffer, consumed; None when it is not all there yet."""
+        buf = self.buffer
+        if len(buf) < 2:
+            return None
+        size, offset = buf[1] & 0x7F, 2
+        if size == 126:
+            if len(buf) < 4:
+                return None
+            size, offset = struct.unpack_from("!H", buf, 2)[0], 4
+        elif size == 127:
+            if len(buf) < 10:
+                return None
+            size, offset = struct.unpack_from("!Q", buf, 2)[0], 10
+        if len(buf) < offset + size:
+            return None
+        assert not buf[1] & 0x80, "server frames must not be masked"
+        result = bool(buf[0] & 0x80), buf[0] & 0x0F, bytes(buf[offset:offset + size])
+        del buf[:offset + size]
+        return result
+
+    async def read_frame(self) -> tuple[bool, int, bytes]:
+        """The next frame: (fin, opcode, payload); raises Closed at a close frame or at the end
+        of the stream. Safe to cancel: bytes are kept until a whole frame is there."""
+        while (parsed := self._parse()) is None:
+            try:
+                chunk = await self.reader.read(4096)
+            except ConnectionError as exc:
+                raise Closed(None) from exc
+            if not chunk:
+                raise Closed(None)
+            self.buffer += chunk
+        fin, opcode, payload = parsed
+        if opcode == CLOSE:
+            code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+            raise Closed(code, payload[2:])
+        return fin, opcode, payload
+
+    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+        """The next event (pings are counted and left unanswered)."""
+        async def next_event() -> dict[str, Any]:
+            while True:
+                _, opcode, payload = await self.read_frame()
+                if opcode == PING:
+                    self.pings += 1
+                    continue
+                assert opcode == TEXT, (opcode, payload[:100])
+                event: dict[str, Any] = json.loads(payload)
+                return event
+
+        return await asyncio.wait_for(next_event(), timeout)
+
+    async def expect(self, event: str, timeout: float = 5.0) -> dict[str, Any]:
+        got = await self.recv(timeout)
+        assert got["event"] == event, got
+        return got
+
+    async def auth(self, token: str) -> dict[str, Any]:
+        self.send_event("auth", {"token": token})
+        return (await self.expect("auth_success"))["data"]
+
+    async def close_code(self, timeout: float = 5.0) -> int | None:
+        """Read until the server closes; its close code, or None when the socket just ended."""
+        async def drain() -> int | None:
+            while True:
+                try:
+                    await self.read_frame()
+                except Closed as closed:
+                    return closed.code
+
+        return await asyncio.wait_for(drain(), timeout)
+
+    async def drain_events(self, timeout: float = 10.0) -> tuple[list[dict[str, Any]], int | None]:
+        """Everything the server sent until it closed: the events, then the close code (None
+        when the connection ended without a close frame, e.g. reset)."""
+        events: list[dict[str, Any]] = []
+
+        async def drain() -> int | None:
+            while True:
+                try:
+                    _, opcode, payload = await self.read_frame()
+                except Closed as closed:
+                    return closed.code
+                if opcode == TEXT:
+                    events.append(json.loads(payload))
+
+        code = await asyncio.wait_for(drain(), timeout)
+        return events, code
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def eventually(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class Collector:
+    """Reads a websockets client continuously in the background, keeping every event."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.events: list[dict[str, Any]] = []
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            while True:
+                self.events.append(json.loads(await self.client.ws.recv()))
+
+    def of(self, event: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["event"] == event]
+
+    def stop(self) -> None:
+        self.task.cancel()
+
+
+@pytest.fixture
+def raw_clients() -> Any:
+    opened: list[RawClient] = []
+
+    async def open_raw(port: int, **kwargs: Any) -> RawClient:
+        client = await RawClient.open(port, **kwargs)
+        opened.append(client)
+        return client
+
+    yield open_raw
+    for client in opened:
+        client.close()
+
+
+# --- message size -------------------------------------------------------------------------
+
+LIMIT = 1000
+
+
+@pytest.fixture
+async def small_gateway(make_gateway: MakeGateway) -> Gateway:
+    return await make_gateway(max_message_size=LIMIT, rate_limit=0)
+
+
+async def test_text_message_over_the_limit_is_closed_1009(small_gateway: Gateway,
+                                                          raw_clients: Any) -> None:
+    raw = await raw_clients(small_gateway.port)
+    raw.send(frame(TEXT, b"x" * (LIMIT + 1)))
+    assert await raw.close_code() == 1009
+
+
+async def test_oversized_frame_is_refused_from_its_header(small_gateway: Gateway,
+                                                          raw_clients: Any) -> None:
+    """1009 comes before the message is buffered: the header alone, claiming 1 GiB, is enough."""
+    raw = await raw_clients(small_gateway.port)
+    raw.send(frame(TEXT, b"", length=2**30))
+    assert await raw.close_code(timeout=3) == 1009
+
+
+async def test_message_at_the_limit_is_read(small_gateway: Gateway, raw_clients: Any) -> None:
+    raw = await raw_clients(small_gateway.port)
+    body = event_bytes("typing", {"chat_id": GENERAL, "is_typing": True, "pad": ""})
+    body = body.replace(b'"pad": ""', b'"pad": "' + b"p" * (LIMIT - len(body)) + b'"')
+    assert len(body) == LIMIT
+    raw.send(frame(TEXT, body))
+    error = await raw.expect("error")
+    assert error["data"]["code"] == "AUTH_REQUIRED"
+
+
+async def test_fragments_summing_past_the_limit_are_closed_1009(small_gateway: Gateway,
+                                                                raw_clients: Any) -> None:
+    raw = await raw_clients(small_gateway.port)
+    part = b"x" * 400  # each fragment well under the limit, three of them over it
+    raw.send(frame(TEXT, b'{"event":"typing","data":{"p":"' + part, fin=False),
+             frame(CONT, part, fin=False), frame(CONT, part + b'"}}'))
+    assert await raw.close_code() == 1009
+
+
+async def test_fragmented_message_is_reassembled(small_gateway: Gateway, raw_clients: Any,
+                                                 tokens: dict[int, str]) -> None:
+    async with client_factory(small_gateway.port) as connect:
+        jane = await connect(tokens[JANE])
+        raw = await raw_clients(small_gateway.port)
+        await raw.auth(tokens[JOHN])
+        body = event_bytes("send_message", {"chat_id": GENERAL, "text": "in three parts"},
+                           ref="frag")
+        raw.send(frame(TEXT, body[:10], fin=False), frame(CONT, body[10:30], fin=False),
+                 frame(CONT, body[30:]))
+        got = await jane.expect("new_message")
+        assert got["data"]["text"] == "in three parts"
+        assert got["data"]["user"]["id"] == JOHN
+        echo = await raw.expect("new_message")
+        assert echo["data"]["id"] == got["data"]["id"]
+        ack = await raw.expect("ack")
+        assert ack["ref"] == "frag" and ack["data"] == {"message_id": got["data"]["id"]}
+
+
+async def test_fragmented_message_with_a_ping_between_fragments(small_gateway: Gateway,
+                                                                raw_clients: Any,
+                                                                tokens: dict[int, str]) -> None:
+    """Control frames may come between fragments (RFC 6455 5.4)."""
+    raw = await raw_clients(small_gateway.port)
+    await raw.auth(tokens[JOHN])
+    body = event_bytes("typing", {"chat_id": GENERAL, "is_typing": True}, ref=7)
+    raw.send(frame(TEXT, body[:5], fin=False), frame(PING, b"between"),
+             frame(CONT, body[5:]))
+    fin, opcode, payload = await asyncio.wait_for(raw.read_frame(), 5)
+    assert (fin, opcode, payload) == (True, PONG, b"between")
+    ack = await raw.expect("ack")
+    assert ack["ref"] == 7
+
+
+async def test_invalid_utf8_is_closed_1007(small_gateway: Gateway, raw_clients: Any) -> None:
+    raw = await raw_clients(small_gateway.port)
+    raw.send(frame(TEXT, b'{"event":"auth","data":{"token":"\xff\xfe"}}'))
+    assert await raw.close_code() == 1007
+
+
+async def test_invalid_utf8_across_fragments_is_closed_1007(small_gateway: Gateway,
+                                                            raw_clients: Any) -> None:
+    raw = await raw_clients(small_gateway.port)
+    # "\xe2\x82" starts a three-byte sequence; the next fragment breaks it with "(".
+    raw.send(frame(TEXT, b'{"event":"auth","data":{"token":"\xe2\x82', fin=False),
+             frame(CONT, b'("}}'))
+    assert await raw.close_code() == 1007
+
+
+async def test_utf8_split_across_fragments_is_valid(small_gateway: Gateway, raw_clients: Any,
+                                                    tokens: dict[int, str]) -> None:
+    """A multi-byte character cut between two fragments is not an error."""
+    async with client_factory(small_gateway.port) as connect:
+        jane = await connect(tokens[JANE])
+        raw = await raw_clients(small_gateway.port)
+        await raw.auth(tokens[JOHN])
+        body = event_bytes("send_message", {"chat_id": GENERAL, "text": "€uro"})
+        body = body.replace(b"\\u20ac", "€".encode())
+        cut = body.index("€".encode()) + 1
+        raw.send(frame(TEXT, body[:cut], fin=False), frame(CONT, body[cut:]))
+        got = await jane.expect("new_message")
+        assert got["data"]["text"] == "€uro"
+
+
+async def test_binary_frame_is_closed_1003(small_gateway: Gateway, raw_clients: Any) -> None:
+    raw = await raw_clients(small_gateway.port)
+    raw.send(frame(BINARY, b'{"event":"auth","data":{}}'))
+    assert await raw.close_code() == 1003
+
+
+async def test_fragmented_binary_message_is_closed_1003(small_gateway: Gateway,
+                                                        raw_clients: Any) -> None:
+    raw = await raw_clients(small_gateway.port)
+    raw.send(frame(BINARY, b'{"event":', fin=False), frame(CONT, b'"auth"}'))
+    assert await raw.close_code() == 1003
+
+
+@pytest.mark.parametrize("frames", [
+    pytest.param([frame(TEXT, b"{}", rsv=4)], id="rsv1"),
+    pytest.param([frame(TEXT, b"{}", rsv=2)], id="rsv2"),
+    pytest.param([frame(TEXT, b"{", fin=False), frame(CONT, b"}", rsv=4)],
+                 id="rsv1-on-continuation"),
+    pytest.param([frame(PING, b"x", rsv=4)], id="rsv1-on-ping"),
+    pytest.param([frame(PONG, b"x", rsv=4)], id="rsv1-on-pong"),
+    pytest.param([bytes((0x81, 2)) + b"{}"], id="unmasked-frame"),
+    pytest.param([frame(0x3, b"{}")], id="opcode-0x3"),
+    pytest.param([frame(0xB, b"")], id="opcode-0xB"),
+    pytest.param([frame(CONT, b'{"event":"auth"}')], id="orphan-continuation"),
+    pytest.param([frame(TEXT, b'{"event":', fin=False), frame(TEXT, b"{}")],
+                 id="text-inside-fragmented-message"),
+    pytest.param([frame(PING, b"x", fin=False)], id="fragmented-ping"),
+    pytest.param([frame(PING, b"x" * 126)], id="ping-126-bytes"),
+])
+async def test_protocol_violation_is_closed_1002(small_gateway: Gateway, raw_clients: Any,
+                                                 tokens: dict[int, str],
+                                                 frames: list[bytes]) -> None:
+    raw = await raw_clients(small_gateway.port)
+    await raw.auth(tokens[JOHN])
+    raw.send(*frames)
+    try:
+        code = await raw.close_code(timeout=3.0)
+    except TimeoutError:
+        pytest.fail("the connection stayed open after the violation")
+    assert code == 1002
+
+
+async def test_protocol_violation_before_auth_is_closed_1002(small_gateway: Gateway,
+                                                             raw_clients: Any) -> None:
+    raw = await raw_clients(small_gateway.port)
+    raw.send(frame(CONT, b"{}"))
+    assert await raw.close_code() == 1002
+
+
+async def test_client_ping_gets_a_pong(small_gateway: Gateway, raw_clients: Any) -> None:
+    raw = await raw_clients(small_gateway.port)
+    raw.send(frame(PING, b"are you there"))
+    assert await asyncio.wait_for(raw.read_frame(), 5) == (True, PONG, b"are you there")
+
+
+async def test_websockets_ping_is_answered(gateway: Gateway, tokens: dict[int, str]) -> None:
+    async with client_factory(gateway.port) as connect:
+        client = await connect(tokens[JOHN])
+        latency = await asyncio.wait_for(await client.ws.ping(b"hello"), 5)
+        assert latency >= 0
+
+
+# --- heartbeat ------------------------------------------------------------------------------
+
+HEARTBEAT = {"ping_period": 0.3, "pong_wait": 0.8}
+
+
+async def test_client_answering_pings_stays_connected(make_gateway: MakeGateway,
+                                                      tokens: dict[int, str]) -> None:
+    gateway = await make_gateway(**HEARTBEAT)
+    async with client_factory(gateway.port) as connect:
+        client = await connect(tokens[JOHN])  # websockets answers pings by itself
+        await client.silent(within=2.0)
+        await client.send("typing", {"chat_id": GENERAL, "is_typing": True}, ref="alive")
+        assert (await client.expect("ack"))["ref"] == "alive"
+
+
+async def test_server_pings_every_ping_period(make_gateway: MakeGateway, raw_clients: Any,
+                                              tokens: dict[int, str]) -> None:
+    gateway = await make_gateway(ping_period=0.3, pong_wait=5.0)
+    raw = await raw_clients(gateway.port)
+    await raw.auth(tokens[JOHN])
+    pings = 0
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        try:
+            _, opcode, payload = await asyncio.wait_for(raw.read_frame(), 0.2)
+        except TimeoutError:
+            continue
+        if opcode == PING:
+            pings += 1
+            raw.send(frame(PONG, payload))
+    assert 3 <= pings <= 9, pings
+
+
+async def test_silent_client_is_dropped_after_pong_wait(make_gateway: MakeGateway,
+                                                        raw_clients: Any,
+                                                        tokens: dict[int, str]) -> None:
+    gateway = await make_gateway(**HEARTBEAT)
+    raw = await raw_clients(gateway.port)
+    await raw.auth(tokens[JOHN])
+    silent_since = time.monotonic()
+    await raw.close_code(timeout=5.0)  # never answers the pings it reads
+    elapsed = time.monotonic() - silent_since
+    # (the contract fixes no close code here; gogate sends 1001)
+    assert 0.5 <= elapsed <= 1.8, elapsed
+
+
+async def test_any_inbound_frame_keeps_the_connection(make_gateway: MakeGateway,
+                                                      raw_clients: Any,
+                                                      tokens: dict[int, str]) -> None:
+    """No pong is ever sent, but text frames arrive: the connection stays."""
+    gateway = await make_gateway(rate_limit=0, **HEARTBEAT)
+    raw = await raw_clients(gateway.port)
+    await raw.auth(tokens[JOHN])
+    pings_seen = 0
+    for n in range(10):  # 2.5 s, three times PONG_WAIT
+        raw.send_event("typing", {"chat_id": GENERAL, "is_typing": n % 2 == 0}, ref=n)
+        deadline = time.monotonic() + 0.25
+        while time.monotonic() < deadline:
+            try:
+                _, opcode, payload = await asyncio.wait_for(
+                    raw.read_frame(), max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+            if opcode == PING:
+                pings_seen += 1
+            else:
+                assert json.loads(payload) == {"event": "ack", "ref": n, "data": {}}
+    assert pings_seen >= 3  # the server did ping, and got no pong
+    raw.send_event("typing", {"chat_id": GENERAL, "is_typing": True}, ref="last")
+    assert (await raw.expect("ack"))["ref"] == "last"
+
+
+# --- slow consumers -------------------------------------------------------------------------
+
+SLOW = {"send_queue_size": 8, "write_buffer_size": 1024, "rate_limit": 0}
+PAD = "x" * 3000
+
+
+def seq_text(n: int) -> str:
+    return f"seq:{n:04d} {PAD}"
+
+
+def seq_of(event: dict[str, Any]) -> int:
+    match = re.match(r"seq:(\d{4}) ", event["data"]["text"])
+    assert match, event["data"]["text"][:40]
+    return int(match.group(1))
+
+
+async def flood(sender: Client, sender_events: Collector, start: int, count: int,
+                batch: int = 20) -> None:
+    """Send ``count`` large messages to chat 1 in batches, waiting for each batch's acks."""
+    acks = len(sender_events.of("ack"))
+    for first in range(start, start + count, batch):
+        last = min(first + batch, start + count)
+        for n in range(first, last):
+            await sender.send("send_message", {"chat_id": GENERAL, "text": seq_text(n)}, ref=n)
+        await eventually(lambda last=last: len(sender_events.of("ack")) >= acks + last - start
+                         or bool(sender_events.of("error")), 30.0, f"acks up to {last}")
+        assert not sender_events.of("error"), sender_events.of("error")
+
+
+def jane_connection(gateway: Gateway) -> Any:
+    return next(c for c in gateway.registry.open if c.user_id == JANE)
+
+
+async def test_slow_consumer_is_closed_and_fast_one_gets_everything(
+        make_gateway: MakeGateway, raw_clients: Any, tokens: dict[int, str]) -> None:
+    gateway = await make_gateway(write_wait=1.0, **SLOW)
+    async with client_factory(gateway.port) as connect:
+        slow = await raw_clients(gateway.port, rcvbuf=4096)
+        await slow.auth(tokens[JANE])  # and from now on reads nothing
+        carol = Collector(await connect(tokens[CAROL]))
+        john = await connect(tokens[JOHN])
+        johns = Collector(john)
+        total = 300
+        await flood(john, johns, 0, total)
+
+        await eventually(lambda: len(carol.of("new_message")) >= total, 30.0,
+                         "all messages at the fast receiver")
+        assert [seq_of(e) for e in carol.of("new_message")] == list(range(total))
+        assert [seq_of(e) for e in johns.of("new_message")] == list(range(total))
+        carol.stop()
+        johns.stop()
+
+        text = await metrics_text(gateway)
+        assert metric_value(text, "gogate_slow_consumer_closes_total") >= 1
+        events, code = await slow.drain_events(timeout=15.0)
+        assert code in (1013, None), code
+        got = [seq_of(e) for e in events if e["event"] == "new_message"]
+        assert got == list(range(len(got))), "a closed consumer still gets an unbroken prefix"
+        assert len(got) < total
+
+
+async def slow_closes(gateway: Gateway, reason: str | None = None) -> float:
+    text = await metrics_text(gateway)
+    if reason is None:
+        return metric_value(text, "gogate_slow_consumer_closes_total")
+    return metric_value(text, "gogate_closes_total", reason=reason)
+
+
+async def eventually_metric(gateway: Gateway, reason: str | None, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while await slow_closes(gateway, reason) < 1:
+        assert time.monotonic() < deadline, f"no slow-consumer close ({reason}) in {timeout}s"
+        await asyncio.sleep(0.05)
+
+
+async def test_queue_overflow_closes_1013(make_gateway: MakeGateway, raw_clients: Any,
+                                          tokens: dict[int, str]) -> None:
+    """WRITE_WAIT is long: only the send queue's overflow can close the slow consumer."""
+    gateway = await make_gateway(write_wait=30.0, **SLOW)
+    async with client_factory(gateway.port) as connect:
+        slow = await raw_clients(gateway.port, rcvbuf=4096)
+        await slow.auth(tokens[JANE])
+        john = await connect(tokens[JOHN])
+        johns = Collector(john)
+        started = time.monotonic()
+        await flood(john, johns, 0, 120)
+        johns.stop()
+        await eventually_metric(gateway, "slow_consumer", 10.0)
+        assert time.monotonic() - started < 10.0  # well before WRITE_WAIT
+        assert await slow_closes(gateway, "write_timeout") == 0
+        assert await slow_closes(gateway) >= 1
+        events, code = await slow.drain_events(timeout=15.0)
+        assert code in (1013, None), code
+        got = [seq_of(e) for e in events if e["event"] == "new_message"]
+        assert got == list(range(len(got)))
+        assert len(got) < 120
+
+
+async def test_blocked_write_closes_after_write_wait(make_gateway: MakeGateway,
+                                                     raw_clients: Any,
+                                                     tokens: dict[int, str]) -> None:
+    """The queue is large: only WRITE_WAIT can close the stalled consumer."""
+    gateway = await make_gateway(write_wait=1.0, send_queue_size=10_000,
+                                 write_buffer_size=1024, rate_limit=0)
+    async with client_factory(gateway.port) as connect:
+        slow = await raw_clients(gateway.port, rcvbuf=4096)
+        await slow.auth(tokens[JANE])
+        john = await connect(tokens[JOHN])
+        johns = Collector(john)
+        await flood(john, johns, 0, 100)
+        flooded = time.monotonic()
+        johns.stop()
+        await eventually_metric(gateway, "write_timeout", 6.0)
+        assert time.monotonic() - flooded < 6.0
+        assert await slow_closes(gateway, "slow_consumer") == 0
+        assert await slow_closes(gateway) >= 1
+        _, code = await slow.drain_events(timeout=15.0)
+        assert code in (1013, None), code
+
+
+async def pause_jane(gateway: Gateway, john: Client, johns: Collector) -> int:
+    """Send large messages to chat 1, one at a time, until Jane's socket stays unable to take
+    data (the kernel's buffers may absorb a pause or two first). Returns how many were sent;
+    those that did not fit wait in her send queue (``sink.queued``)."""
+    sent = 0
+    while True:
+        sink = jane_connection(gateway).sink
+        if sink.paused:
+            await asyncio.sleep(0.2)
+            if sink.paused:
+                return sent
+        assert sent < 300, "the slow consumer never paused"
+        await john.send("send_message", {"chat_id": GENERAL, "text": seq_text(sent)}, ref=sent)
+        sent += 1
+        await eventually(lambda sent=sent: len(johns.of("ack")) >= sent, 10.0, "ack")
+
+
+async def send_typing(john: Client, johns: Collector, count: int) -> None:
+    """``count`` typing events to chat 1, each broadcast (the state alternates)."""
+    acks = len(johns.of("ack"))
+    for n in range(count):
+        await john.send("typing", {"chat_id": GENERAL, "is_typing": n % 2 == 0}, ref=f"t{n}")
+    await eventually(lambda: len(johns.of("ack")) >= acks + count, 10.0, "typing acks")
+
+
+async def test_paused_consumer_with_only_typing_backlog_stays_open(
+        make_gateway: MakeGateway, raw_clients: Any, tokens: dict[int, str]) -> None:
+    gateway = await make_gateway(write_wait=30.0, **SLOW)
+    async with client_factory(gateway.port) as connect:
+        slow = await raw_clients(gateway.port, rcvbuf=4096)
+        await slow.auth(tokens[JANE])
+        john = await connect(tokens[JOHN])
+        johns = Collector(john)
+        sent = await pause_jane(gateway, john, johns)
+        assert jane_connection(gateway).sink.queued <= 1
+        typings = 200  # far more than the send queue holds
+        await send_typing(john, johns, typings)
+        johns.stop()
+        await asyncio.sleep(0.3)
+        assert await slow_closes(gateway) == 0
+
+        # Jane reads again: every chat message, some typing, no close; then she is served.
+        received: list[dict[str, Any]] = []
+        while len([e for e in received if e["event"] == "new_message"]) < sent:
+            received.append(await slow.recv(timeout=5.0))
+        got = [seq_of(e) for e in received if e["event"] == "new_message"]
+        assert got == list(range(sent))
+        slow.send_event("typing", {"chat_id": GENERAL, "is_typing": True}, ref="back")
+        while True:
+            event = await slow.recv(timeout=5.0)
+            if event["event"] == "ack":
+                assert event["ref"] == "back"
+                break
+            assert event["event"] == "user_typing", event
+            received.append(event)
+        typing_seen = [e for e in received if e["event"] == "user_typing"]
+        assert 0 < len(typing_seen) < typings  # some were shed, some arrived
+
+
+async def test_messages_displace_typing_then_overflow(make_gateway: MakeGateway,
+                                                      raw_clients: Any,
+                                                      tokens: dict[int, str]) -> None:
+    """A queue full of typing still takes SEND_QUEUE_SIZE chat messages (typing is shed for
+    them); the message after that closes the connection 1013."""
+    gateway = await make_gateway(write_wait=30.0, **SLOW)
+    async with client_factory(gateway.port) as connect:
+        slow = await raw_clients(gateway.port, rcvbuf=4096)
+        await slow.auth(tokens[JANE])
+        john = await connect(tokens[JOHN])
+        johns = Collector(john)
+        sent = await pause_jane(gateway, john, johns)
+        queued = jane_connection(gateway).sink.queued
+        await send_typing(john, johns, 20)
+        room = SLOW["send_queue_size"] - queued
+        await flood(john, johns, sent, room, batch=1)
+        await asyncio.sleep(0.2)
+        assert await slow_closes(gateway) == 0, "typing was not shed for chat messages"
+        await flood(john, johns, sent + room, 1, batch=1)
+        await eventually_metric(gateway, "slow_consumer", 3.0)
+        johns.stop()
+        events, code = await slow.drain_events(timeout=15.0)
+        assert code in (1013, None)
+        got = [seq_of(e) for e in events if e["event"] == "new_message"]
+        assert got == list(range(len(got)))
+
+
+# --- graceful shutdown ----------------------------------------------------------------------
+
+TOKEN_LINE = re.compile(r"^\s*user (\d+) [^:]*: (\S+)\s*$", re.MULTILINE)
+
+
+async def wait_for_tokens(proc: Any, timeout: float = 10.0) -> dict[int, str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = {int(uid): token for uid, token in TOKEN_LINE.findall(proc.output())}
+        if len(found) >= 4:
+            return found
+        assert time.monotonic() < deadline, proc.output()
+        await asyncio.sleep(0.05)
+
+
+async def backend_stats(url: str) -> dict[str, int]:
+    async with aiohttp.ClientSession() as session, session.get(url + "/api/dev/stats") as r:
+        calls: dict[str, int] = (await r.json())["calls"]
+        return calls
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_signal_drains_and_closes_1001(gateway_process: StartProcess,
+                                             sig: signal.Signals) -> None:
+    backend_url = f"http://127.0.0.1:{free_port()}"
+    proc = gateway_process(env={"BACKEND_API_URL": backend_url, "SHUTDOWN_TIMEOUT": "5",
+                                "LOG_LEVEL": "info"}, args=["--dev"])
+    tokens = await wait_for_tokens(proc)
+    async with client_factory(proc.port) as connect:
+        john = await connect(tokens[JOHN])
+        jane = await connect(tokens[JANE])
+        newcomer = await connect()  # not authenticated yet
+        async with aiohttp.ClientSession() as session, session.put(
+                backend_url + "/api/dev/faults",
+                json={"delay": 1.0, "match": "/api/v1/messages"}) as response:
+            assert response.status < 300, await response.text()
+        await john.send("send_message", {"chat_id": GENERAL, "text": "last words"},
+                        ref="inflight")
+        deadline = time.monotonic() + 5
+        while (await backend_stats(backend_url)).get("send_message", 0) < 1:
+            assert time.monotonic() < deadline, "the message never reached the backend"
+            await asyncio.sleep(0.02)
+
+        proc.signal(sig)
+        signalled = time.monotonic()
+        johns: list[dict[str, Any]] = []
+
+        async def read_until_closed(client: Client, into: list[dict[str, Any]]) -> int | None:
+            try:
+                while True:
+                    into.append(await client.recv(timeout=10.0))
+            except Exception:
+                return client.ws.close_code
+
+        janes: list[dict[str, Any]] = []
+        john_code, jane_code = await asyncio.gather(read_until_closed(john, johns),
+                                                    read_until_closed(jane, janes))
+        assert [e["event"] for e in johns] == ["new_message", "ack"], johns
+        assert johns[0]["data"]["text"] == "last words"
+        assert johns[1]["ref"] == "inflight"
+        assert [e["event"] for e in janes] == ["new_message"], janes
+        assert (john_code, jane_code) == (1001, 1001)
+        assert await newcomer.closed(timeout=2.0) == 1001
+        exit_code = await asyncio.to_thread(proc.wait, 10)
+        elapsed = time.monotonic() - signalled
+        assert exit_code == 0, proc.output()
+        assert elapsed < 5.0 + 1.5, elapsed
+
+
+async def test_draining_gateway_accepts_no_new_connection(gateway_process: StartProcess
+                                                          ) -> None:
+    """While a slow backend call is finishing after SIGTERM, a new client is refused."""
+    backend_url = f"http://127.0.0.1:{free_port()}"
+    proc = gateway_process(env={"BACKEND_API_URL": backend_url, "SHUTDOWN_TIMEOUT": "5"},
+                           args=["--dev"])
+    tokens = await wait_for_tokens(proc)
+    async with client_factory(proc.port) as connect:
+        john = await connect(tokens[JOHN])
+        async with aiohttp.ClientSession() as session, session.put(
+                backend_url + "/api/dev/faults",
+                json={"delay": 2.0, "match": "/api/v1/messages"}) as response:
+            assert response.status < 300
+        await john.send("send_message", {"chat_id": GENERAL, "text": "slow"}, ref=1)
+        deadline = time.monotonic() + 5
+        while (await backend_stats(backend_url)).get("send_message", 0) < 1:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        proc.signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        assert proc.proc.poll() is None, "the gateway did not wait for the call in flight"
+        with pytest.raises((OSError, websockets.InvalidStatus)):
+            await connect()
+        assert await john.closed(timeout=6.0) == 1001
+        assert await asyncio.to_thread(proc.wait, 10) == 0, proc.output()
+
+
+async def check_bounded_drain(proc: Any, backend_url: str, tokens: dict[int, str]) -> None:
+    """A backend call that outlasts SHUTDOWN_TIMEOUT (1.5 s here) does not hold the process:
+    connections are closed 1001 and the process exits 0 within the timeout."""
+    async with client_factory(proc.port) as connect:
+        john = await connect(tokens[JOHN])
+        async with aiohttp.ClientSession() as session, session.put(
+                backend_url + "/api/dev/faults",
+                json={"delay": 4.0, "match": "/api/v1/messages"}) as response:
+            assert response.status < 300
+        await john.send("send_message", {"chat_id": GENERAL, "text": "never"}, ref=1)
+        deadline = time.monotonic() + 5
+        while (await backend_stats(backend_url)).get("send_message", 0) < 1:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        proc.signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        assert await john.closed(timeout=4.0) == 1001
+        exit_code = await asyncio.to_thread(proc.wait, 10)
+        elapsed = time.monotonic() - signalled
+        assert exit_code == 0, proc.output()
+        assert elapsed < 1.5 + 1.0, f"exited {elapsed:.1f}s after SIGTERM, SHUTDOWN_TIMEOUT=1.5"
+
+
+async def test_drain_is_bounded_by_shutdown_timeout(gateway_process: StartProcess,
+                                                    backend: DevBackend,
+                                                    tokens: dict[int, str]) -> None:
+    proc = gateway_process(env={"BACKEND_API_URL": str(backend.url),
+                                "SHUTDOWN_TIMEOUT": "1.5"})
+    await check_bounded_drain(proc, str(backend.url), tokens)
+
+
+async def test_drain_is_bounded_by_shutdown_timeout_in_dev_mode(
+        gateway_process: StartProcess) -> None:
+    backend_url = f"http://127.0.0.1:{free_port()}"
+    proc = gateway_process(env={"BACKEND_API_URL": backend_url, "SHUTDOWN_TIMEOUT": "1.5"},
+                           args=["--dev"])
+    await check_bounded_drain(proc, backend_url, await wait_for_tokens(proc))
