@@ -21,7 +21,7 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check gogate gogate_fast tests bench
+	$(BIN)/ruff check
 	$(BIN)/mypy
 
 clean:
