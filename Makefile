@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint unit bench-smoke clean
 
-$(STAMP): pyproject.toml setup.py
+$(STAMP): pyproject.toml setup.py gogate_fast/_fast.pyx gogate_fast/_fast.pxd
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

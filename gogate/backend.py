@@ -120,7 +120,6 @@ class BackendClient:
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=self._timeout,
-            json_serialize=lambda obj: _encode(obj).decode(),
             skip_auto_headers=("User-Agent",),
             headers={"User-Agent": "gogate"},
         )

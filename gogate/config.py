@@ -88,9 +88,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 # --- parsers: each takes the raw string and returns the typed value or raises ValueError ------
 
 
+def _number(raw: str, kind: type[int] | type[float]) -> Any:
+    try:
+        return kind(raw.strip()) if kind is float else int(raw.strip(), 10)
+    except ValueError:
+        raise ValueError("not a number" if kind is float else "not a whole number") from None
+
+
 def _int(minimum: int) -> Callable[[str], int]:
     def parse(raw: str) -> int:
-        value = int(raw.strip(), 10)
+        value: int = _number(raw, int)
         if value < minimum:
             raise ValueError(f"must be at least {minimum}")
         return value
@@ -100,7 +107,7 @@ def _int(minimum: int) -> Callable[[str], int]:
 
 def _seconds(*, allow_zero: bool) -> Callable[[str], float]:
     def parse(raw: str) -> float:
-        value = float(raw.strip())
+        value: float = _number(raw, float)
         if value != value or value in (float("inf"), float("-inf")):
             raise ValueError("must be a finite number")
         if value < 0 or (value == 0 and not allow_zero):
@@ -111,7 +118,7 @@ def _seconds(*, allow_zero: bool) -> Callable[[str], float]:
 
 
 def _port(raw: str) -> int:
-    value = int(raw.strip(), 10)
+    value: int = _number(raw, int)
     if not 0 <= value <= 65535:
         raise ValueError("must be a port number from 0 to 65535")
     return value
@@ -285,9 +292,7 @@ def load_settings(
         try:
             values[name] = field.parse(text)
         except ValueError as exc:
-            reason = str(exc) if "invalid literal" not in str(exc) and "could not convert" \
-                not in str(exc) else "not a number"
-            raise ConfigError(f"invalid {field.env}={text!r}: {reason}") from None
+            raise ConfigError(f"invalid {field.env}={text!r}: {exc}") from None
 
     settings = Settings(**values)
     _check(settings)

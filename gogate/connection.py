@@ -35,7 +35,7 @@ __all__ = ["Connection", "Registry"]
 
 MAX_FAILED_AUTH: Final = 3
 MAX_PENDING_WRITES: Final = 256  # writes waiting in one connection's inbox
-SEND_QUEUE_MAX_BYTES: Final = 4 * 1024 * 1024  # bytes one connection's send queue may hold
+SEND_QUEUE_MIN_BYTES: Final = 16 * 1024 * 1024  # the send queue's byte bound is at least this
 _CLOSE_GRACE: Final = 2.0  # seconds a closing connection has to flush before it is cut
 
 _ids = itertools.count(1)
@@ -79,6 +79,11 @@ class Connection(WSListener):  # type: ignore[misc]
         self._write_timer: asyncio.TimerHandle | None = None
 
     @property
+    def pending_write(self) -> asyncio.Task[None] | None:
+        """The task running this connection's writes, while there are any."""
+        return self._inbox_task
+
+    @property
     def user_id(self) -> int | None:
         return None if self.user is None else self.user.id
 
@@ -91,7 +96,9 @@ class Connection(WSListener):  # type: ignore[misc]
         peer = raw.get_extra_info("peername")
         self.remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
         raw.set_write_buffer_limits(high=settings.write_buffer_size)
-        self.sink = Sink(raw.write, settings.send_queue_size, SEND_QUEUE_MAX_BYTES, self)
+        max_bytes = max(SEND_QUEUE_MIN_BYTES, 8 * settings.max_message_size)
+        self.sink = Sink(raw.write, settings.send_queue_size, max_bytes, self,
+                         self._svc.hub.flusher)
         self._registry.open.add(self)
         self._deadline = asyncio.get_running_loop().call_later(
             settings.auth_timeout, self._on_deadline)
@@ -120,11 +127,10 @@ class Connection(WSListener):  # type: ignore[misc]
         elif kind is WSMsgType.CONTINUATION:
             self._on_continuation(frame)
         elif kind is WSMsgType.CLOSE:
-            self.closing = True  # the client closes: answer and let the socket go
-            transport.send_close(WSCloseCode.OK)
-            transport.disconnect()
+            self._shut(WSCloseCode.OK, b"")  # the client closes: answer and let the socket go
         elif kind is WSMsgType.PING:
-            transport.send_pong(frame.get_payload_as_bytes())
+            if not self.sink.paused:  # a client that pings but does not read gets no pongs
+                transport.send_pong(frame.get_payload_as_bytes())
         elif kind is WSMsgType.BINARY:
             self.close(Close.BINARY_FRAME)
         # PONG: counted as activity above.
@@ -151,7 +157,7 @@ class Connection(WSListener):  # type: ignore[misc]
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.closing = True
         self._cancel_timers()
-        self.sink.close()
+        self.sink.close(flush=False)
         self._registry.open.discard(self)
         self._svc.hub.remove(self)
         if self._inbox is not None:
@@ -192,10 +198,15 @@ class Connection(WSListener):  # type: ignore[misc]
         if self.user is None and self._auth_pending == 0 and not isinstance(event, Auth):
             self._error(ErrorCode.AUTH_REQUIRED, "Authentication required", event.ref)
             return
-        if isinstance(event, Typing) and self.user is not None:
-            if not svc.typing_now(self, event):
-                asyncio.get_running_loop().create_task(svc.handle(self, event))
-            return
+        if self.user is not None:
+            # typing and a fresh auth never wait behind a write in flight
+            if isinstance(event, Typing):
+                if not svc.typing_now(self, event):
+                    svc.spawn(svc.handle(self, event))
+                return
+            if isinstance(event, Auth):
+                svc.spawn(svc.handle(self, event))
+                return
         self._enqueue(event)
 
     def _reject(self, exc: InvalidFrame) -> None:
@@ -339,9 +350,6 @@ class Connection(WSListener):  # type: ignore[misc]
         """Send a close frame with the reason's code and let the socket flush, then cut it."""
         if self.closing or self.transport is None:
             return
-        self.closing = True
-        self._cancel_timers()
-        self.sink.close()
         metrics = self._svc.metrics
         metrics.closes.labels(reason.name.lower()).inc()
         if reason in (Close.SLOW_CONSUMER, Close.WRITE_TIMEOUT):
@@ -349,8 +357,18 @@ class Connection(WSListener):  # type: ignore[misc]
         code, text, _ = reason.value
         conn_log.info("closing", extra={"conn_id": self.conn_id, "user_id": self.user_id,
                                         "code": code, "reason": text})
+        self._shut(WSCloseCode(code), text.encode())
+
+    def _shut(self, code: WSCloseCode, reason: bytes) -> None:
+        """Leave the hub, send the close frame after what was already written, and cut the
+        socket if it has not flushed within the grace period."""
+        self.closing = True
+        self._cancel_timers()
+        self.sink.close()
+        self._svc.hub.remove(self)
         transport = self.transport
-        transport.send_close(WSCloseCode(code), text.encode())
+        assert transport is not None
+        transport.send_close(code, reason)
         transport.disconnect()
         asyncio.get_running_loop().call_later(_CLOSE_GRACE, _abort, transport)
 

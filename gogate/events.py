@@ -129,14 +129,17 @@ def decode_inbound(payload: bytes | str) -> Inbound:
     try:
         event: Inbound = _inbound_decoder.decode(payload)
         return event
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise _classify(payload, exc) from None
 
 
-def _classify(payload: bytes | str, exc: msgspec.DecodeError) -> InvalidFrame:
+def _classify(payload: bytes | str, exc: Exception) -> InvalidFrame:
+    if isinstance(exc, RecursionError):
+        return InvalidFrame("Invalid message format: nested too deeply",
+                            ErrorCode.INVALID_JSON, None, None)
     try:
         envelope = _envelope_decoder.decode(payload)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return InvalidFrame("Invalid message format", ErrorCode.INVALID_JSON, None, None)
     ref = envelope.ref if isinstance(envelope.ref, (int, str)) and not isinstance(
         envelope.ref, bool) else None

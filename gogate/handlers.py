@@ -8,11 +8,12 @@ connection turns it into an ``error`` event carrying the event's ``ref``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
@@ -136,6 +137,7 @@ class Services:
         self.metrics = metrics
         self.recent = RecentMessages()
         self.typing_gate = TypingGate()
+        self.tasks: set[asyncio.Task[None]] = set()
         self.handlers: dict[type[Inbound], Handler] = {
             Auth: handle_auth,
             SendMessage: handle_send_message,
@@ -143,6 +145,12 @@ class Services:
             MarkRead: handle_mark_read,
             Typing: handle_typing,
         }
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run an event's handler on its own, keeping the task until it is done."""
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def handle(self, client: Client, event: Inbound) -> None:
         """Run one event's handler; answer its failure with an ``error`` event."""
@@ -226,6 +234,12 @@ async def handle_send_message(svc: Services, client: Client, event: SendMessage)
     payload = encode("new_message", msgspec.Raw(sent.raw))
     try:
         members = await svc.members.get(sent.chat_id, patient=True)
+    except asyncio.CancelledError:  # shutting down while the member list is retried
+        client.send(encode_error(
+            ErrorCode.BACKEND_UNAVAILABLE,
+            f"Message {sent.id} was saved but could not be delivered: server shutting down",
+            event.ref))
+        raise
     except (BackendUnavailable, ClientError):
         svc.metrics.undelivered.inc()
         hub_log.error("accepted message could not be delivered: member list unavailable",
@@ -263,6 +277,11 @@ async def _audience(svc: Services, user: User, chat_id: int | None,
     """The chat an event about messages belongs to, and its members when that is known.
     A ``chat_id`` given by the client is checked for membership before the backend call."""
     if chat_id is not None:
+        for message_id in message_ids:
+            known = svc.recent.chat_of(message_id)
+            if known is not None and known != chat_id:
+                raise ClientError(f"Message {message_id} is not in chat {chat_id}",
+                                  ErrorCode.INVALID_PAYLOAD)
         return chat_id, await svc.chat_members(chat_id, user)
     for message_id in message_ids:
         known = svc.recent.chat_of(message_id)

@@ -3,7 +3,8 @@
 A broadcast is encoded once by its publisher, handed to the broker, and on each worker framed
 once and written to every receiving connection by the fan-out loop, which never waits: a paused
 connection queues into its bounded send queue, and one that overflows is closed as a slow
-consumer.
+consumer. Frames for one connection within one loop iteration leave in one write (the
+:class:`~gogate_fast.Flusher`), still one event per WebSocket frame.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from gogate.broker import Broker
 from gogate.errors import Close
 from gogate.log import hub_log
 from gogate.metrics import Metrics
-from gogate_fast import Sink, build_frame, fanout
+from gogate_fast import Flusher, Sink, deliver
 
 __all__ = ["Hub", "Peer"]
 
@@ -35,8 +36,9 @@ class Peer(Protocol):
 class Hub:
     """User id → the sinks of that user's connections on this worker."""
 
-    def __init__(self, broker: Broker, metrics: Metrics) -> None:
+    def __init__(self, broker: Broker, metrics: Metrics, flusher: Flusher) -> None:
         self._users: dict[int, list[Sink]] = {}
+        self.flusher = flusher
         self._broker = broker
         self._metrics = metrics
         self.connections = 0
@@ -83,22 +85,10 @@ class Hub:
     def deliver(self, user_ids: Collection[int], event: str, payload: bytes,
                 exclude_user: int | None, droppable: bool) -> None:
         """Frame once and write to this worker's connections of ``user_ids``."""
-        users = self._users
-        sinks: list[Sink] = []
-        if len(user_ids) <= len(users):
-            for user_id in user_ids:
-                held = users.get(user_id)
-                if held is not None and user_id != exclude_user:
-                    sinks.extend(held)
-        else:
-            for user_id, held in users.items():
-                if user_id in user_ids and user_id != exclude_user:
-                    sinks.extend(held)
-        if not sinks:
-            return
-        overflowed = fanout(build_frame(payload), sinks, droppable)
-        self._metrics.event_out(event, len(sinks))
-        for sink in overflowed:
+        reached, overflowed = deliver(self._users, user_ids, exclude_user, payload, droppable)
+        if reached:
+            self._metrics.event_out(event, reached)
+        for sink in overflowed or ():
             hub_log.info("slow consumer", extra={"event": event})
             owner: Peer = sink.owner  # type: ignore[assignment]
             owner.close(Close.SLOW_CONSUMER)

@@ -5,8 +5,6 @@ It listens apart from the public port so that it can stay off the public network
 
 from __future__ import annotations
 
-import socket
-
 from aiohttp import web
 
 from gogate.log import internal_log
@@ -39,12 +37,7 @@ class InternalServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        for sock in sockets:
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                self.port = sock.getsockname()[1]
-                break
+        self.port = self._runner.addresses[0][1]
         internal_log.info("internal API listening on http://%s:%d (/metrics)",
                           self._host, self.port)
 

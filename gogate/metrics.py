@@ -6,8 +6,6 @@ at scrape time from the live structures, so the hot path pays nothing for them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -64,9 +62,6 @@ class Metrics:
                                    registry=r)
         self._events_out: dict[str, Counter] = {}
         self._events_in: dict[str, Counter] = {}
-
-    def gauge_from(self, gauge: Gauge, read: Callable[[], float]) -> None:
-        gauge.set_function(read)
 
     def event_in(self, event: str) -> None:
         child = self._events_in.get(event)

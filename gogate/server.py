@@ -36,7 +36,7 @@ from gogate.internal import InternalServer
 from gogate.log import server_log
 from gogate.members import MembersCache
 from gogate.metrics import Metrics
-from gogate_fast import IMPLEMENTATION
+from gogate_fast import IMPLEMENTATION, Flusher
 
 __all__ = ["Gateway", "OriginPolicy", "run"]
 
@@ -81,7 +81,8 @@ class Gateway:
                                      observe=self.metrics.backend_call)
         self.members = MembersCache(self._fetch_members, settings.members_cache_ttl)
         self.broker = LocalBroker()
-        self.hub = Hub(self.broker, self.metrics)
+        self.hub = Hub(self.broker, self.metrics,
+                       Flusher(asyncio.get_running_loop().call_soon))
         self.services = Services(settings, self.backend, self.members, self.hub, self.metrics)
         self.registry = Registry()
         self.origins = OriginPolicy(settings.allowed_origins)
@@ -91,9 +92,9 @@ class Gateway:
         self._server: asyncio.Server | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
-        self.metrics.gauge_from(self.metrics.connections, lambda: len(self.registry.open))
-        self.metrics.gauge_from(self.metrics.authenticated, lambda: self.hub.connections)
-        self.metrics.gauge_from(self.metrics.users, lambda: self.hub.user_count)
+        self.metrics.connections.set_function(lambda: len(self.registry.open))
+        self.metrics.authenticated.set_function(lambda: self.hub.connections)
+        self.metrics.users.set_function(lambda: self.hub.user_count)
 
     async def _fetch_members(self, chat_id: int) -> frozenset[int]:
         self.metrics.member_fetches.inc()
@@ -189,9 +190,14 @@ class Gateway:
         self.registry.accepting = False
         self._server.close()
         server_log.info("draining %d connections", len(self.registry.open))
-        pending = [t for c in self.registry.open if (t := c._inbox_task) is not None]
+        pending = [t for c in self.registry.open if (t := c.pending_write) is not None]
+        pending += self.services.tasks
         if pending:
-            await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic() - 1.0))
+            _, late = await asyncio.wait(pending,
+                                         timeout=max(0.0, deadline - time.monotonic() - 1.0))
+            for task in late:  # their handlers tell the client what became of its event
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         for conn in list(self.registry.open):
             conn.close(Close.SHUTDOWN)
         while self.registry.open and time.monotonic() < deadline:

@@ -1,4 +1,5 @@
-"""The gateway's hot path: server frames built once, per-connection send queues, fan-out.
+"""The gateway's hot path: server frames built once, coalescing per-connection sinks with
+bounded send queues, and the fan-out loop.
 
 Two implementations share one interface: the compiled module, when it is built and
 ``GOGATE_NO_EXTENSIONS`` is not set, and the pure-Python twin otherwise. ``IMPLEMENTATION`` says
@@ -11,7 +12,7 @@ import os
 
 from gogate_fast import _pure
 
-__all__ = ["IMPLEMENTATION", "Sink", "build_frame", "fanout"]
+__all__ = ["IMPLEMENTATION", "Flusher", "Sink", "build_frame", "deliver", "fanout", "stats"]
 
 IMPLEMENTATION: str
 if os.environ.get("GOGATE_NO_EXTENSIONS"):
@@ -19,12 +20,15 @@ if os.environ.get("GOGATE_NO_EXTENSIONS"):
     IMPLEMENTATION = "pure"
 else:
     try:
-        from gogate_fast import _fast as _impl  # type: ignore[attr-defined, no-redef]
+        from gogate_fast import _fast as _impl  # type: ignore[no-redef]
         IMPLEMENTATION = "compiled"
     except ImportError:
         _impl = _pure
         IMPLEMENTATION = "pure"
 
+Flusher = _impl.Flusher
 Sink = _impl.Sink
 build_frame = _impl.build_frame
+deliver = _impl.deliver
 fanout = _impl.fanout
+stats = _impl.stats

@@ -38,13 +38,19 @@ def impl(request: pytest.FixtureRequest) -> ModuleType:
 
 
 class Writer:
-    """A transport's write side: records every frame object it is given."""
+    """A transport's write side: records every bytes object it is given (a sink may join
+    several frames into one write)."""
 
     def __init__(self) -> None:
         self.frames: list[bytes] = []
 
     def __call__(self, frame: bytes) -> None:
         self.frames.append(frame)
+
+    @property
+    def data(self) -> bytes:
+        """Everything written, in order, as the peer would read it."""
+        return b"".join(self.frames)
 
 
 def paused_sink(impl: ModuleType, capacity: int = 100, max_bytes: int = 1 << 20
@@ -123,15 +129,15 @@ def test_queues_while_paused_and_resume_writes_in_order(impl: ModuleType) -> Non
     frames = [b"1", b"22", b"333"]
     for i, f in enumerate(frames):
         assert sink.send(f, droppable=i == 1) is True
-    assert writer.frames == []
+    assert writer.data == b"".join([])
     assert sink.queued == 3
     assert sink.queued_bytes == 6
     sink.resume()
-    assert writer.frames == frames
+    assert writer.data == b"".join(frames)
     assert sink.queued == 0
     assert sink.queued_bytes == 0
     assert sink.send(b"4") is True
-    assert writer.frames[-1] == b"4"
+    assert writer.data.endswith(b"4")
 
 
 def test_send_after_resume_goes_after_the_queue(impl: ModuleType) -> None:
@@ -140,18 +146,16 @@ def test_send_after_resume_goes_after_the_queue(impl: ModuleType) -> None:
     sink.send(b"b")
     sink.resume()
     sink.send(b"c")
-    assert writer.frames == [b"a", b"b", b"c"]
+    assert writer.data == b"".join([b"a", b"b", b"c"])
 
 
-@pytest.mark.parametrize("pause_after", [1, 2, 3])
-def test_resume_stops_when_the_write_pauses_again(impl: ModuleType, pause_after: int) -> None:
-    frames: list[bytes] = []
+def test_pause_during_the_resume_write_queues_what_follows(impl: ModuleType) -> None:
+    written: list[bytes] = []
     sink = None
 
-    def write(frame: bytes) -> None:
-        frames.append(frame)
-        if len(frames) == pause_after:
-            sink.pause()  # the transport passed its high-water mark during this write
+    def write(data: bytes) -> None:
+        written.append(data)
+        sink.pause()  # the transport passed its high-water mark during this write
 
     sink = impl.Sink(write, 100, 1 << 20)
     sink.pause()
@@ -159,14 +163,14 @@ def test_resume_stops_when_the_write_pauses_again(impl: ModuleType, pause_after:
     for f in queued:
         sink.send(f)
     sink.resume()
-    assert frames == queued[:pause_after]
-    assert sink.queued == 5 - pause_after
+    assert b"".join(written) == b"ABCDE"  # the whole queue, in order
+    assert sink.queued == 0
     assert sink.paused
-    sink.send(b"Z")  # still paused: queued behind the rest
-    assert frames == queued[:pause_after]
-    frames_before = len(frames)
+    sink.send(b"Z")  # paused again: queued, not written
+    assert sink.queued == 1
+    assert b"".join(written) == b"ABCDE"
     sink.resume()
-    assert frames[frames_before:] == [*queued[pause_after:], b"Z"]
+    assert b"".join(written) == b"ABCDEZ"
 
 
 def test_capacity_overflow_refuses_non_droppable(impl: ModuleType) -> None:
@@ -175,7 +179,7 @@ def test_capacity_overflow_refuses_non_droppable(impl: ModuleType) -> None:
         assert sink.send(f) is True
     assert sink.send(b"d") is False
     sink.resume()
-    assert writer.frames[:3] == [b"a", b"b", b"c"]
+    assert writer.data == b"abc"
 
 
 def test_droppable_newcomer_into_full_queue_is_dropped(impl: ModuleType) -> None:
@@ -185,7 +189,7 @@ def test_droppable_newcomer_into_full_queue_is_dropped(impl: ModuleType) -> None
     assert sink.send(b"typing", droppable=True) is True
     assert sink.queued == 3
     sink.resume()
-    assert writer.frames == [b"a", b"b", b"c"]
+    assert writer.data == b"".join([b"a", b"b", b"c"])
 
 
 def test_oldest_droppable_shed_for_non_droppable(impl: ModuleType) -> None:
@@ -199,7 +203,7 @@ def test_oldest_droppable_shed_for_non_droppable(impl: ModuleType) -> None:
     assert sink.send(b"m4") is True  # sheds t2, the last droppable
     assert sink.send(b"m5") is False  # nothing left to shed
     sink.resume()
-    assert writer.frames == [b"m1", b"m2", b"m3", b"m4"]
+    assert writer.data == b"".join([b"m1", b"m2", b"m3", b"m4"])
 
 
 def test_droppable_shed_only_as_needed(impl: ModuleType) -> None:
@@ -210,7 +214,7 @@ def test_droppable_shed_only_as_needed(impl: ModuleType) -> None:
     assert sink.send(b"m1") is True
     assert sink.queued == 3
     sink.resume()
-    assert writer.frames == [b"t2", b"t3", b"m1"]
+    assert writer.data == b"".join([b"t2", b"t3", b"m1"])
 
 
 def test_byte_bound_refuses_non_droppable(impl: ModuleType) -> None:
@@ -221,7 +225,7 @@ def test_byte_bound_refuses_non_droppable(impl: ModuleType) -> None:
     assert sink.send(b"ab") is True  # exactly 10 fits
     assert sink.queued_bytes == 10
     sink.resume()
-    assert writer.frames == [b"1234", b"5678", b"ab"]
+    assert writer.data == b"".join([b"1234", b"5678", b"ab"])
 
 
 def test_byte_bound_sheds_droppable_first(impl: ModuleType) -> None:
@@ -233,7 +237,7 @@ def test_byte_bound_sheds_droppable_first(impl: ModuleType) -> None:
     assert sink.send(b"nnnn") is True  # sheds the oldest droppable to fit
     assert sink.queued_bytes == 8
     sink.resume()
-    assert writer.frames == [b"mmmm", b"nnnn"]
+    assert writer.data == b"".join([b"mmmm", b"nnnn"])
 
 
 def test_byte_count_returns_to_zero_after_shedding(impl: ModuleType) -> None:
@@ -244,7 +248,7 @@ def test_byte_count_returns_to_zero_after_shedding(impl: ModuleType) -> None:
     sink.resume()
     assert sink.queued == 0
     assert sink.queued_bytes == 0
-    assert writer.frames == [b"m" * 20, b"n" * 30]
+    assert writer.data == b"".join([b"m" * 20, b"n" * 30])
 
 
 def test_frame_larger_than_max_bytes_while_paused(impl: ModuleType) -> None:
@@ -356,3 +360,140 @@ def test_package_exports_the_selected_implementation() -> None:
     assert gogate_fast.Sink is expected.Sink
     assert gogate_fast.build_frame is expected.build_frame
     assert gogate_fast.fanout is expected.fanout
+
+
+# --- coalescing, deliver, leak counters ----------------------------------------------------
+
+
+class Scheduler:
+    """The loop's ``call_soon``, run by hand: callbacks wait until ``run()``."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[object] = []
+
+    def __call__(self, callback: object) -> None:
+        self.callbacks.append(callback)
+
+    def run(self) -> None:
+        callbacks, self.callbacks = self.callbacks, []
+        for callback in callbacks:
+            callback()  # type: ignore[operator]
+
+
+def coalescing_sink(impl: ModuleType, capacity: int = 100
+                    ) -> tuple[object, Writer, Scheduler, object]:
+    scheduler = Scheduler()
+    flusher = impl.Flusher(scheduler)
+    writer = Writer()
+    return impl.Sink(writer, capacity, 1 << 20, None, flusher), writer, scheduler, flusher
+
+
+def test_frames_of_one_iteration_leave_in_one_write(impl: ModuleType) -> None:
+    sink, writer, scheduler, flusher = coalescing_sink(impl)
+    for f in (b"one", b"two", b"three"):
+        assert sink.send(f) is True
+    assert writer.frames == []  # nothing written inside the iteration
+    assert len(scheduler.callbacks) == 1 and flusher.pending == 1
+    scheduler.run()
+    assert writer.frames == [b"onetwothree"]
+    sink.send(b"four")
+    scheduler.run()
+    assert writer.frames == [b"onetwothree", b"four"]
+
+
+def test_one_flush_is_scheduled_for_many_sinks(impl: ModuleType) -> None:
+    scheduler = Scheduler()
+    flusher = impl.Flusher(scheduler)
+    writers = [Writer() for _ in range(50)]
+    sinks = [impl.Sink(w, 10, 1 << 20, None, flusher) for w in writers]
+    frame = impl.build_frame(b'{"event":"x","data":{}}')
+    assert impl.fanout(frame, sinks) == []
+    assert len(scheduler.callbacks) == 1
+    scheduler.run()
+    assert all(w.frames == [frame] for w in writers)
+    assert all(w.frames[0] is frame for w in writers)  # a single frame is not copied
+
+
+def test_resume_writes_coalesced_frames_before_the_queue(impl: ModuleType) -> None:
+    sink, writer, scheduler, _ = coalescing_sink(impl)
+    sink.send(b"a")  # coalesced, not yet written
+    sink.pause()
+    sink.send(b"b")  # queued behind it
+    sink.resume()
+    scheduler.run()
+    assert writer.data == b"ab"
+
+
+def test_close_writes_coalesced_frames_unless_told_not_to(impl: ModuleType) -> None:
+    sink, writer, scheduler, _ = coalescing_sink(impl)
+    sink.send(b"last words")
+    sink.close()
+    assert writer.data == b"last words"  # before the close frame the caller sends next
+    scheduler.run()
+    assert writer.data == b"last words"
+    sink2, writer2, scheduler2, _ = coalescing_sink(impl)
+    sink2.send(b"lost")
+    sink2.close(flush=False)
+    scheduler2.run()
+    assert writer2.frames == []
+
+
+def test_deliver_frames_once_and_skips_the_excluded_user(impl: ModuleType) -> None:
+    writers = {uid: [Writer(), Writer()] for uid in (1, 2, 3)}
+    users = {uid: [impl.Sink(w, 10, 1 << 20) for w in ws] for uid, ws in writers.items()}
+    reached, overflowed = impl.deliver(users, frozenset((1, 2, 3, 99)), 2, b"{}")
+    assert reached == 4 and overflowed is None
+    assert writers[2][0].frames == [] and writers[2][1].frames == []
+    written = [w.frames[0] for uid in (1, 3) for w in writers[uid]]
+    assert written[0] == impl.build_frame(b"{}")
+    assert all(frame is written[0] for frame in written)  # one frame object for everyone
+
+
+@pytest.mark.parametrize("receivers", [(1,), (1, 2, 3, 4, 5, 6, 7, 8)])
+def test_deliver_either_iteration_order_reaches_the_same_sinks(impl: ModuleType,
+                                                              receivers: tuple[int, ...]
+                                                              ) -> None:
+    users = {uid: [impl.Sink(Writer(), 10, 1 << 20)] for uid in (1, 2, 3)}
+    reached, _ = impl.deliver(users, frozenset(receivers), None, b"{}")
+    assert reached == len(set(receivers) & {1, 2, 3})
+
+
+def test_deliver_reports_overflowed_sinks(impl: ModuleType) -> None:
+    full = impl.Sink(Writer(), 1, 1 << 20)
+    full.pause()
+    full.send(b"x")
+    fine = impl.Sink(Writer(), 1, 1 << 20)
+    reached, overflowed = impl.deliver({1: [full], 2: [fine]}, [1, 2], None, b"{}")
+    assert reached == 2 and overflowed == [full]
+    reached, overflowed = impl.deliver({1: [full]}, [1], None, b"{}", True)
+    assert overflowed is None  # droppable frames never overflow
+
+
+def test_deliver_to_nobody_builds_nothing(impl: ModuleType) -> None:
+    assert impl.deliver({}, [1, 2], None, b"{}") == (0, None)
+
+
+def test_leak_counters_return_to_zero(impl: ModuleType) -> None:
+    import gc
+
+    gc.collect()
+    before = impl.stats()
+    sinks = [impl.Sink(Writer(), 4, 1 << 20) for _ in range(10)]
+    for sink in sinks:
+        sink.pause()
+        sink.send(b"queued")
+    during = impl.stats()
+    assert during["sinks"] == before["sinks"] + 10
+    assert during["rings"] == before["rings"] + 10
+    for sink in sinks[:5]:
+        sink.resume()  # the ring is released once drained
+    assert impl.stats()["rings"] == before["rings"] + 5
+    del sinks, sink
+    gc.collect()
+    assert impl.stats() == before
+
+
+def test_compiled_extension_is_built() -> None:
+    """The build must produce the compiled hot path; the pure twin is only a fallback."""
+    module = importlib.import_module("gogate_fast._fast")
+    assert module.build_frame(b"x") == b"\x81\x01x"
