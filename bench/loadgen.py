@@ -220,7 +220,7 @@ class Meter:
         if self.profile is not None:
             self._spy = subprocess.Popen(
                 ["py-spy", "record", "--pid", str(self.server.pid), "--native", "--rate", "250",
-                 "--format", "raw", "--nonblocking", "--output", self.profile],
+                 "--format", "raw", "--output", self.profile],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)  # py-spy attaches
         self._marks = (time.perf_counter(), self.server.cpu_seconds(), self._own())
@@ -453,7 +453,14 @@ SCENARIOS = {
 }
 
 
-def print_table(title: str, rows: list[Row], baseline: str | None) -> None:
+def median_row(rows: list[Row]) -> Row:
+    """The median of each figure over repeated runs of one system."""
+    keys = list(dict.fromkeys(k for row in rows for k in row.values))
+    return Row(rows[0].system, {k: statistics.median(r.values.get(k, float("nan"))
+                                                     for r in rows) for k in keys})
+
+
+def print_table(title: str, rows: list[Row], baseline: str | None, repeat: int = 1) -> None:
     columns = list(dict.fromkeys(k for row in rows for k in row.values))
     print(f"\n## {title}\n")
     print("| system | " + " | ".join(columns) + " |")
@@ -469,7 +476,8 @@ def print_table(title: str, rows: list[Row], baseline: str | None) -> None:
             cells.append(cell)
         print(f"| {row.system} | " + " | ".join(cells) + " |")
     if base is not None:
-        print(f"\nratios in parentheses are against {baseline}, measured in the same run")
+        print(f"\nratios in parentheses are against {baseline}, measured in the same run"
+              + (f"; medians of {repeat} interleaved runs" if repeat > 1 else ""))
     sys.stdout.flush()
 
 
@@ -490,16 +498,20 @@ async def run(args: argparse.Namespace) -> int:
         for name in names:
             scenario, systems = SCENARIOS[name]
             chosen = [s for s in systems if s in args.systems] if args.systems else systems
-            rows = []
-            for make in systems_for(chosen, backend, args.pin, gateway_env):
-                system = make()
-                try:
-                    rows.append(await scenario(system, backend, args))
-                finally:
-                    system.stop()
+            runs: dict[str, list[Row]] = {}
+            makers = systems_for(chosen, backend, args.pin, gateway_env)
+            for _ in range(args.repeat):  # systems interleaved, so drift hits them alike
+                for system_name, make in zip(chosen, makers, strict=True):
+                    system = make()
+                    try:
+                        runs.setdefault(system_name, []).append(
+                            await scenario(system, backend, args))
+                    finally:
+                        system.stop()
+            rows = [median_row(name_runs) for name_runs in runs.values()]
             baseline = "picows-hub" if "picows-hub" in chosen else (
                 "gogate-pure" if "gogate-pure" in chosen else None)
-            print_table(_title(name, args), rows, baseline)
+            print_table(_title(name, args), rows, baseline, args.repeat)
     finally:
         await backend.close()
         backend_service.stop()
@@ -526,8 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--systems", nargs="*", default=None,
                         help="subset of gogate, gogate-pure, picows-hub")
     parser.add_argument("--members", type=int, default=1000)
-    parser.add_argument("--senders", type=int, default=4)
-    parser.add_argument("--window", type=int, default=8, help="messages in flight per sender")
+    parser.add_argument("--senders", type=int, default=16)
+    parser.add_argument("--window", type=int, default=4, help="messages in flight per sender")
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--rate", type=float, default=20000.0, help="deliveries/s, fixed rate")
@@ -537,6 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--events", type=int, default=20, help="typing events per typist")
     parser.add_argument("--send-queue", type=int, default=4096,
                         help="SEND_QUEUE_SIZE of the gateway under test")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run every system this many times, interleaved; report medians")
     parser.add_argument("--no-pin", dest="pin", action="store_false")
     parser.add_argument("--profile", metavar="DIR", default=None,
                         help="sample the gateway with py-spy during the fan-out windows; "

@@ -74,8 +74,10 @@ class Connection(WSListener):  # type: ignore[misc]
         self._fragments: bytearray | None = None
         self._inbox: deque[Inbound] | None = None
         self._inbox_task: asyncio.Task[None] | None = None
-        self._deadline: asyncio.TimerHandle | None = None
-        self._expiry: asyncio.TimerHandle | None = None
+        # Deadlines on the monotonic clock, checked by the worker's heartbeat (0 = none): the
+        # authentication deadline and the token's expiry.
+        self._deadline = 0.0
+        self._expiry = 0.0
         self._write_timer: asyncio.TimerHandle | None = None
 
     @property
@@ -100,8 +102,7 @@ class Connection(WSListener):  # type: ignore[misc]
         self.sink = Sink(raw.write, settings.send_queue_size, max_bytes, self,
                          self._svc.hub.flusher)
         self._registry.open.add(self)
-        self._deadline = asyncio.get_running_loop().call_later(
-            settings.auth_timeout, self._on_deadline)
+        self._deadline = self.last_rx + settings.auth_timeout
         conn_log.info("connected", extra={"conn_id": self.conn_id, "remote": self.remote})
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
@@ -260,6 +261,8 @@ class Connection(WSListener):  # type: ignore[misc]
                         self._auth_pending -= 1
         finally:
             self._inbox_task = None
+            if not inbox:
+                self._inbox = None  # an idle connection keeps no queue
 
     # --- what handlers call -----------------------------------------------------------------
 
@@ -289,15 +292,10 @@ class Connection(WSListener):  # type: ignore[misc]
             svc.hub.add(self)
             conn_log.info("authenticated", extra={"conn_id": self.conn_id, "user_id": user.id})
         self.token = token
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
+        self._deadline = 0.0
+        self._expiry = 0.0
         if expires_at is not None:
-            loop = asyncio.get_running_loop()
-            self._expiry = loop.call_later(max(0.0, expires_at - time.time()), self._on_expired)
+            self._expiry = time.monotonic() + max(0.0, expires_at - time.time())
         return True
 
     def auth_failed(self) -> None:
@@ -311,27 +309,28 @@ class Connection(WSListener):  # type: ignore[misc]
 
     # --- timers -----------------------------------------------------------------------------
 
-    def _on_deadline(self) -> None:
-        self._deadline = None
-        self.close(Close.AUTH_TIMEOUT if self.user is None else Close.AUTH_EXPIRED)
-
     def _on_expired(self, notify: bool = True) -> None:
-        self._expiry = None
+        self._expiry = 0.0
         if self.closing:
             return
         if notify:
             self._error(ErrorCode.AUTH_EXPIRED,
                         "Token expired: send auth with a fresh token", None)
-        if self._deadline is None:
-            self._deadline = asyncio.get_running_loop().call_later(
-                self._svc.settings.auth_timeout, self._on_deadline)
+        if not self._deadline:
+            self._deadline = time.monotonic() + self._svc.settings.auth_timeout
 
     def heartbeat(self, now: float) -> None:
-        """Called about once a second: ping every ``PING_PERIOD``, drop after ``PONG_WAIT``
-        of silence."""
+        """Called every tick of the worker's heartbeat (a second at most): authentication
+        deadlines and token expiry; a ping every ``PING_PERIOD``; a drop after ``PONG_WAIT``
+        of silence. Deadlines live here rather than in a timer per connection."""
         settings = self._svc.settings
         if self.closing or self.transport is None:
             return
+        if self._deadline and now >= self._deadline:
+            self.close(Close.AUTH_TIMEOUT if self.user is None else Close.AUTH_EXPIRED)
+            return
+        if self._expiry and now >= self._expiry:
+            self._on_expired()
         if now - self.last_rx >= settings.pong_wait:
             self.close(Close.PING_TIMEOUT)
         elif now - self.last_ping >= settings.ping_period:
@@ -339,10 +338,10 @@ class Connection(WSListener):  # type: ignore[misc]
             self.transport.send_ping()
 
     def _cancel_timers(self) -> None:
-        for timer in (self._deadline, self._expiry, self._write_timer):
-            if timer is not None:
-                timer.cancel()
-        self._deadline = self._expiry = self._write_timer = None
+        self._deadline = self._expiry = 0.0
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
 
     # --- closing ----------------------------------------------------------------------------
 

@@ -154,13 +154,14 @@ class Services:
 
     async def handle(self, client: Client, event: Inbound) -> None:
         """Run one event's handler; answer its failure with an ``error`` event."""
+        token = client.token
         try:
             if client.user is None and not isinstance(event, Auth):
                 raise ClientError("Authentication required", ErrorCode.AUTH_REQUIRED)
             await self.handlers[type(event)](self, client, event)
         except ClientError as exc:
-            if isinstance(exc, AuthExpired):
-                client.token_refused()
+            if isinstance(exc, AuthExpired) and client.token == token:
+                client.token_refused()  # unless a fresh auth replaced the refused token
             self.metrics.client_errors.labels(exc.code).inc()
             client.send(encode_error(exc.code, exc.message, event.ref))
         except Exception:
