@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint unit bench-smoke clean
+.PHONY: run test lint bench bench-smoke clean
 
 $(STAMP): pyproject.toml setup.py gogate_fast/_fast.pyx gogate_fast/_fast.pxd
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,19 @@ run: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest
+	GOGATE_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q -p no:cacheprovider \
+		tests/test_protocol.py tests/test_delivery.py tests/test_lifetime.py tests/test_robustness.py
+	$(MAKE) --no-print-directory bench-smoke
+
+# Every benchmark at tiny sizes: checks that they run and print their figures (no timing gates).
+bench-smoke: $(STAMP)
+	$(BIN)/python -m bench.micro --benchmark-max-time=0.01 --benchmark-min-rounds=1
+	$(BIN)/python -m bench.loadgen all --smoke
+
+# The full load benchmarks (several minutes; run nothing else meanwhile).
+bench: $(STAMP)
+	$(BIN)/python -m bench.micro
+	$(BIN)/python -m bench.loadgen all --repeat 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check

@@ -218,8 +218,12 @@ class Meter:
 
     def start(self) -> None:
         if self.profile is not None:
+            # --native shows C frames (syscalls, Cython) but pauses the process per sample;
+            # without it py-spy samples without stopping the gateway.
+            mode = ["--native"] if os.environ.get("BENCH_PROFILE_NATIVE") == "1" \
+                else ["--nonblocking"]
             self._spy = subprocess.Popen(
-                ["py-spy", "record", "--pid", str(self.server.pid), "--native", "--rate", "250",
+                ["py-spy", "record", "--pid", str(self.server.pid), *mode, "--rate", "250",
                  "--format", "raw", "--output", self.profile],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)  # py-spy attaches
@@ -282,6 +286,8 @@ def systems_for(names: list[str], backend: Backend, pin: bool, gateway_env: dict
         "gogate-pure": lambda: System("gogate-pure", start_gateway(
             backend.url, cpu=cpu, pure=True, env=gateway_env)[0], True),
         "picows-hub": lambda: System("picows-hub", start_refhub(cpu=cpu), False),
+        "picows-hub-uv": lambda: System("picows-hub-uv", start_refhub(
+            cpu=cpu, loop_transports=True), False),
     }
     return [makers[name] for name in names]
 
@@ -405,7 +411,7 @@ async def connect(system: System, backend: Backend, args: argparse.Namespace) ->
     row = Row(system.name)
     users = await backend.users(args.connections)
     tokens: list[str | None] = [t if system.protocol else None for _, t in users]
-    meter = Meter(system.server)
+    meter = Meter(system.server, _profile_path(args, "connect", system))
     meter.start()
     clients, timings = await open_clients(system.server.port, tokens, args.concurrency)
     meter.stop()
@@ -446,8 +452,8 @@ async def typing(system: System, backend: Backend, args: argparse.Namespace) -> 
 
 
 SCENARIOS = {
-    "fanout": (fanout, ["gogate", "gogate-pure", "picows-hub"]),
-    "idle": (idle, ["gogate", "gogate-pure", "picows-hub"]),
+    "fanout": (fanout, ["gogate", "gogate-pure", "picows-hub", "picows-hub-uv"]),
+    "idle": (idle, ["gogate", "gogate-pure", "picows-hub", "picows-hub-uv"]),
     "connect": (connect, ["gogate", "gogate-pure"]),
     "typing": (typing, ["gogate"]),
 }
@@ -485,13 +491,14 @@ async def run(args: argparse.Namespace) -> int:
     raise_fd_limit()
     if args.pin and hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:
         os.sched_setaffinity(0, {LOADGEN_CPU})
-    backend_service = start_backend(cpu=LOADGEN_CPU if args.pin else None)
+    backend_cpu = {"gateway": GATEWAY_CPU, "loadgen": LOADGEN_CPU}.get(args.backend_cpu)
+    backend_service = start_backend(cpu=backend_cpu if args.pin else None)
     backend = Backend(backend_service)
     gateway_env = {"SEND_QUEUE_SIZE": str(args.send_queue)}
     print(f"# gogate load benchmarks: loop uvloop {uvloop.__version__}, python "
           f"{sys.version.split()[0]}, {os.cpu_count()} CPUs; "
-          + ("gateway pinned to CPU 0, load generator and backend to CPU 1"
-             if args.pin else "no pinning"))
+          + (f"gateway pinned to CPU {GATEWAY_CPU}, load generator to CPU {LOADGEN_CPU}, "
+             f"development backend: {args.backend_cpu}" if args.pin else "no pinning"))
     try:
         names = ["fanout", "idle", "connect", "typing"] if args.scenario == "all" \
             else [args.scenario]
@@ -536,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("scenario", choices=["fanout", "idle", "connect", "typing", "all"])
     parser.add_argument("--systems", nargs="*", default=None,
-                        help="subset of gogate, gogate-pure, picows-hub")
+                        help="subset of gogate, gogate-pure, picows-hub, picows-hub-uv")
     parser.add_argument("--members", type=int, default=1000)
     parser.add_argument("--senders", type=int, default=16)
     parser.add_argument("--window", type=int, default=4, help="messages in flight per sender")
@@ -549,6 +556,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--events", type=int, default=20, help="typing events per typist")
     parser.add_argument("--send-queue", type=int, default=4096,
                         help="SEND_QUEUE_SIZE of the gateway under test")
+    parser.add_argument("--backend-cpu", choices=["loadgen", "gateway", "any"],
+                        default="loadgen",
+                        help="where the development backend runs: on the load generator's CPU "
+                             "(default), on the gateway's, or unpinned")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run every system this many times, interleaved; report medians")
     parser.add_argument("--no-pin", dest="pin", action="store_false")

@@ -131,7 +131,11 @@ def start_gateway(backend_url: str, *, cpu: int | None = None, pure: bool = Fals
     return service, internal_port
 
 
-def start_refhub(*, cpu: int | None = None, read_buffer: int = 1024) -> Service:
+def start_refhub(*, cpu: int | None = None, read_buffer: int = 1024,
+                 loop_transports: bool = False) -> Service:
     port = free_port()
-    return Service("refhub", [sys.executable, "-m", "bench.refhub", "--port", str(port),
-                              "--read-buffer", str(read_buffer)], port, cpu=cpu)
+    argv = [sys.executable, "-m", "bench.refhub", "--port", str(port),
+            "--read-buffer", str(read_buffer)]
+    if loop_transports:
+        argv.append("--loop-transports")
+    return Service("refhub", argv, port, cpu=cpu)

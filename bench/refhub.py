@@ -38,9 +38,10 @@ class HubListener(WSListener):  # type: ignore[misc]
         self.clients.discard(transport)
 
 
-async def serve(port: int, read_buffer: int) -> None:
+async def serve(port: int, read_buffer: int, aiofastnet: bool) -> None:
     server = await ws_create_server(lambda _request: HubListener(), "127.0.0.1", port,
-                                    read_buffer_init_size=read_buffer)
+                                    read_buffer_init_size=read_buffer,
+                                    use_aiofastnet=None if aiofastnet else False)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -53,8 +54,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--read-buffer", type=int, default=1024)
+    parser.add_argument("--loop-transports", action="store_true",
+                        help="use the loop's own transports instead of picows' default "
+                             "(aiofastnet, when installed), as gogate does")
     args = parser.parse_args()
-    uvloop.run(serve(args.port, args.read_buffer))
+    uvloop.run(serve(args.port, args.read_buffer, not args.loop_transports))
 
 
 if __name__ == "__main__":

@@ -157,7 +157,7 @@ class Connection(WSListener):  # type: ignore[misc]
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.closing = True
-        self._cancel_timers()
+        self._cancel_timers()  # the cut of a closing socket included
         self.sink.close(flush=False)
         self._registry.open.discard(self)
         self._svc.hub.remove(self)
@@ -369,7 +369,9 @@ class Connection(WSListener):  # type: ignore[misc]
         assert transport is not None
         transport.send_close(code, reason)
         transport.disconnect()
-        asyncio.get_running_loop().call_later(_CLOSE_GRACE, _abort, transport)
+        # reuses the write timer's slot: it was cancelled above and the socket writes no more
+        self._write_timer = asyncio.get_running_loop().call_later(_CLOSE_GRACE, _abort,
+                                                                  transport)
 
 
 def _abort(transport: WSTransport) -> None:

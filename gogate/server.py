@@ -8,6 +8,7 @@ anything else is 404. The internal port serves ``/metrics``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import re
 import signal
@@ -159,6 +160,10 @@ class Gateway:
         if sockets:
             self.port = sockets[0].getsockname()[1]
         self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
+        # What exists now lives as long as the worker: keep it out of every collection, and
+        # collect less often than the default (every 700 allocations) under connection churn.
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 20)
         scheme = "wss" if ssl_context else "ws"
         server_log.info("gogate listening on %s://%s:%d/ws (hot path: %s, loop: %s)",
                         scheme, s.host, self.port, IMPLEMENTATION,
@@ -175,12 +180,15 @@ class Gateway:
         while True:
             await asyncio.sleep(tick)
             now = time.monotonic()
-            for conn in list(self.registry.open):
-                conn.heartbeat(now)
+            self._sweep(now)
             if now - last_prune >= 10.0:
                 last_prune = now
                 self.members.prune()
                 self.services.typing_gate.prune()
+
+    def _sweep(self, now: float) -> None:
+        for conn in list(self.registry.open):
+            conn.heartbeat(now)
 
     async def stop(self) -> None:
         """Stop accepting, let backend calls in flight finish, close every connection with
@@ -205,6 +213,7 @@ class Gateway:
             await asyncio.sleep(0.05)
         if self._heartbeat is not None:
             self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
         await self.internal.stop()
         await self.broker.stop()
         await self.backend.close()

@@ -9,6 +9,7 @@ starts a gateway in this process with settings overrides; ``gateway_process`` ru
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -27,6 +28,7 @@ import uvloop
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+import gogate_fast
 from gogate.config import Settings
 from gogate.devbackend import DevBackend
 from gogate.server import Gateway
@@ -92,9 +94,14 @@ async def make_gateway(backend: DevBackend) -> AsyncIterator[MakeGateway]:
         started.append(gateway)
         return gateway
 
+    before = gogate_fast.stats()
     yield make
     for gateway in started:
         await gateway.stop()
+    if started:  # every connection's sink and send ring is released once it is gone
+        await asyncio.sleep(0.05)
+        gc.collect()
+        assert gogate_fast.stats() == before, "sinks or send rings outlived their connections"
 
 
 @pytest.fixture
