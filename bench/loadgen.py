@@ -96,10 +96,8 @@ class Client(WSListener):  # type: ignore[misc]
                 self.on_ack()
                 return
             if self.own is not None and self.own in payload:
-                self.acks += 1
-                self.received += 1
+                self.acks += 1  # and it is a delivery too
                 self.on_ack()
-                return
         self.received += 1
         if self.track:
             start = payload.find(b"t=")

@@ -315,10 +315,11 @@ cpdef tuple deliver(dict users, user_ids, object exclude_user, bytes payload,
     cdef bytes frame = None
     cdef list overflowed = None
     cdef Sink sink
+    cdef bint excluding = exclude_user is not None
     if len(user_ids) <= len(users):
         for user_id in user_ids:
             found = PyDict_GetItem(users, user_id)
-            if found == NULL or user_id == exclude_user:
+            if found == NULL or (excluding and user_id == exclude_user):
                 continue
             held = <list>found
             n = PyList_GET_SIZE(held)
@@ -333,7 +334,7 @@ cpdef tuple deliver(dict users, user_ids, object exclude_user, bytes payload,
             reached += n
     else:
         for user_id, value in users.items():
-            if user_id == exclude_user or user_id not in user_ids:
+            if (excluding and user_id == exclude_user) or user_id not in user_ids:
                 continue
             held = <list>value
             n = PyList_GET_SIZE(held)
