@@ -276,18 +276,12 @@ class Connection(WSListener):  # type: ignore[misc]
         self.send(encode_error(code, message, ref))
 
     def authenticated(self, user: User, token: str, expires_at: float | None) -> bool:
-        """Accept the validated user: register on first auth, refresh the token on re-auth.
-        ``False`` when the connection was refused (per-user limit) and is closing."""
+        """Accept the validated user: register on first auth (its slot already acquired),
+        refresh the token on re-auth. ``False`` when the connection is closing meanwhile."""
         if self.closing:
             return False
         svc = self._svc
         if self.user is None:
-            limit = svc.settings.max_connections_per_user
-            if limit and svc.hub.connection_count(user.id) >= limit:
-                self._error(ErrorCode.TOO_MANY_CONNECTIONS,
-                            f"Too many connections for this user (limit {limit})", None)
-                self.close(Close.TOO_MANY_CONNECTIONS)
-                return False
             self.user = user
             svc.hub.add(self)
             conn_log.info("authenticated", extra={"conn_id": self.conn_id, "user_id": user.id})
@@ -297,6 +291,12 @@ class Connection(WSListener):  # type: ignore[misc]
         if expires_at is not None:
             self._expiry = time.monotonic() + max(0.0, expires_at - time.time())
         return True
+
+    def refuse(self, limit: int) -> None:
+        """The user already holds ``limit`` connections in the deployment."""
+        self._error(ErrorCode.TOO_MANY_CONNECTIONS,
+                    f"Too many connections for this user (limit {limit})", None)
+        self.close(Close.TOO_MANY_CONNECTIONS)
 
     def auth_failed(self) -> None:
         self.auth_failures += 1

@@ -64,6 +64,8 @@ class Client(Protocol):
 
     def token_refused(self) -> None: ...
 
+    def refuse(self, limit: int) -> None: ...
+
 
 class RecentMessages:
     """Chat ids of the messages this worker relayed, so that reactions and read receipts
@@ -218,7 +220,15 @@ async def handle_auth(svc: Services, client: Client, event: Auth) -> None:
     if client.user is not None and client.user.id != user.id:
         raise ClientError("Already authenticated as another user",
                           ErrorCode.ALREADY_AUTHENTICATED)
-    if not client.authenticated(user, token, token_expiry(token)):
+    if client.user is None:
+        limit = svc.settings.max_connections_per_user
+        if not await svc.hub.acquire(user.id, limit):
+            client.refuse(limit)
+            return
+        if not client.authenticated(user, token, token_expiry(token)):
+            svc.hub.release(user.id)  # closed while the slot was being acquired
+            return
+    elif not client.authenticated(user, token, token_expiry(token)):
         return
     client.send(encode("auth_success", AuthSuccessData(user.id, user.name, user.phone),
                        event.ref))

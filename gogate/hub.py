@@ -55,11 +55,19 @@ class Hub:
         return iter(self._users)
 
     def connection_count(self, user_id: int) -> int:
+        """Connections of the user on this worker."""
         sinks = self._users.get(user_id)
         return 0 if sinks is None else len(sinks)
 
+    async def acquire(self, user_id: int, limit: int) -> bool:
+        """Take a connection slot of the user in the deployment (``limit`` 0 = unlimited)."""
+        return await self._broker.acquire(user_id, limit)
+
+    def release(self, user_id: int) -> None:
+        self._broker.release(user_id)
+
     def add(self, peer: Peer) -> None:
-        """Register an authenticated connection."""
+        """Register an authenticated connection whose slot was acquired."""
         assert peer.user_id is not None
         self._users.setdefault(peer.user_id, []).append(peer.sink)
         self.connections += 1
@@ -75,11 +83,11 @@ class Hub:
         self.connections -= 1
         if not sinks:
             del self._users[peer.user_id]
+        self._broker.release(peer.user_id)
 
     def publish(self, user_ids: Collection[int], event: str, payload: bytes, *,
                 exclude_user: int | None = None, droppable: bool = False) -> None:
         """Send one encoded event to every connection of ``user_ids`` in the deployment."""
-        self._metrics.broker_messages.labels("out").inc()
         self._broker.publish(user_ids, event, payload, exclude_user, droppable)
 
     def deliver(self, user_ids: Collection[int], event: str, payload: bytes,

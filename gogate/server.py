@@ -27,10 +27,10 @@ from picows import (
 )
 
 from gogate.backend import BackendClient
-from gogate.broker import LocalBroker
+from gogate.broker import BusBroker, LocalBroker
 from gogate.config import Settings
 from gogate.connection import Connection, Registry
-from gogate.errors import Close
+from gogate.errors import ClientError, Close
 from gogate.handlers import Services
 from gogate.hub import Hub
 from gogate.internal import InternalServer
@@ -71,24 +71,33 @@ def _response(status: int, body: bytes, headers: Sequence[tuple[str, str]] = ()
 
 
 class Gateway:
-    """One worker: listener, hub, backend pool, timers. ``start`` binds, ``stop`` drains."""
+    """One worker: listener, hub, backend pool, timers. ``start`` binds, ``stop`` drains.
 
-    def __init__(self, settings: Settings) -> None:
+    Alone (``broker`` None) it serves the internal API itself; as worker ``index`` of a
+    supervisor it shares the port (``SO_REUSEPORT``) and reaches the others over the bus.
+    """
+
+    def __init__(self, settings: Settings, broker: BusBroker | None = None,
+                 index: int = 0) -> None:
         self.settings = settings
+        self.index = index
         self.metrics = Metrics()
         self.backend = BackendClient(settings.backend_api_url, settings.internal_api_key,
                                      timeout=settings.backend_timeout,
                                      max_connections=settings.backend_max_connections,
                                      observe=self.metrics.backend_call)
         self.members = MembersCache(self._fetch_members, settings.members_cache_ttl)
-        self.broker = LocalBroker()
+        self.broker: LocalBroker | BusBroker = LocalBroker() if broker is None else broker
+        if broker is not None:
+            broker.control(self)
         self.hub = Hub(self.broker, self.metrics,
                        Flusher(asyncio.get_running_loop().call_soon))
         self.services = Services(settings, self.backend, self.members, self.hub, self.metrics)
         self.registry = Registry()
         self.origins = OriginPolicy(settings.allowed_origins)
-        self.internal = InternalServer(self.metrics, settings.internal_host,
-                                       settings.internal_port)
+        self.internal = None if broker is not None else InternalServer(
+            self, settings.internal_host, settings.internal_port, settings.internal_api_key)
+        self._upgrade_headers = [("X-Gogate-Worker", str(index))]
         self.port = settings.port
         self._server: asyncio.Server | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -101,6 +110,35 @@ class Gateway:
         self.metrics.member_fetches.inc()
         return await self.backend.chat_members(chat_id)
 
+    # --- the internal API (alone) and the supervisor's requests (as a worker) ------------------
+
+    def publish_users(self, user_ids: list[int], event: str, payload: bytes) -> None:
+        self.hub.publish(frozenset(user_ids), event, payload)
+
+    def publish_chat(self, chat_id: int, event: str, payload: bytes) -> None:
+        self.services.spawn(self._publish_chat(chat_id, event, payload))
+
+    async def _publish_chat(self, chat_id: int, event: str, payload: bytes) -> None:
+        try:
+            members = await self.members.get(chat_id, patient=True)
+        except ClientError as exc:
+            server_log.warning("publish to chat %d not delivered: %s", chat_id, exc.message,
+                               extra={"chat_id": chat_id, "event": event})
+            return
+        self.hub.publish(members, event, payload)
+
+    def invalidate(self, chat_id: int) -> None:
+        self.members.invalidate(chat_id)
+
+    def online(self, user_ids: list[int]) -> list[int]:
+        return [user_id for user_id in user_ids if user_id in self.hub]
+
+    async def metrics_text(self) -> bytes:
+        return self.metrics.render()
+
+    def render_metrics(self) -> bytes:
+        return self.metrics.render()
+
     # --- routes of the public port ------------------------------------------------------------
 
     def _route(self, request: WSUpgradeRequest
@@ -112,7 +150,7 @@ class Gateway:
             body = msgspec.json.encode({
                 "status": "ok" if self.registry.accepting else "draining",
                 "service": "gogate", "implementation": IMPLEMENTATION, "pid": os.getpid(),
-                "connections": len(self.registry.open)})
+                "worker": self.index, "connections": len(self.registry.open)})
             return _response(200, body, _JSON)
         if path == b"/":
             return _response(200, _INFO)
@@ -132,7 +170,9 @@ class Gateway:
         if not self.registry.accepting or (limit and len(self.registry.open) >= limit):
             return _response(503, b"503 Service Unavailable: try again later\n",
                              (("Retry-After", "5"),))
-        return Connection(self.services, self.registry)
+        return WSUpgradeResponseWithListener(
+            WSUpgradeResponse.create_101_response(self._upgrade_headers),
+            Connection(self.services, self.registry))
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -140,7 +180,8 @@ class Gateway:
         s = self.settings
         await self.backend.start()
         await self.broker.start()
-        await self.internal.start()
+        if self.internal is not None:
+            await self.internal.start()
         ssl_context = None
         if s.tls_cert_file:
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -154,6 +195,7 @@ class Gateway:
             use_aiofastnet=False,  # the loop's own transports: 5 KB less per connection
             logger_name="server",
             reuse_address=True,
+            reuse_port=isinstance(self.broker, BusBroker),
             ssl=ssl_context,
         )
         sockets = self._server.sockets
@@ -214,7 +256,8 @@ class Gateway:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
-        await self.internal.stop()
+        if self.internal is not None:
+            await self.internal.stop()
         await self.broker.stop()
         await self.backend.close()
         self._server = None
@@ -234,7 +277,8 @@ async def run(settings: Settings) -> int:
     except OSError as exc:
         server_log.error("cannot listen: %s", exc.strerror or exc)
         await gateway.backend.close()
-        await gateway.internal.stop()
+        if gateway.internal is not None:
+            await gateway.internal.stop()
         return 1
     await stop.wait()
     server_log.info("shutdown requested")

@@ -1,0 +1,176 @@
+"""The bus between the workers of one host and their supervisor: binary frames over a Unix
+domain socket.
+
+A frame is a 4-byte big-endian length followed by one msgpack-encoded message (a tagged
+array). Workers tell the supervisor which users they hold (``Acquire`` / ``Release``) and hand
+it the events whose receivers may sit elsewhere (``Publish``); the supervisor forwards each
+event only to the workers holding one of its receivers, so every connection receives it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Callable
+from typing import Final
+
+import msgspec
+
+__all__ = [
+    "Acquire",
+    "BusProtocol",
+    "Granted",
+    "Hello",
+    "Invalidate",
+    "Message",
+    "MetricsReply",
+    "MetricsRequest",
+    "Publish",
+    "PublishChat",
+    "Release",
+    "decode",
+    "encode",
+]
+
+_LENGTH: Final = struct.Struct(">I")
+MAX_FRAME: Final = 64 * 1024 * 1024
+
+
+class Hello(msgspec.Struct, tag="hello", array_like=True):
+    """A worker announces itself (first frame on its connection)."""
+
+    worker: int
+    pid: int
+
+
+class Acquire(msgspec.Struct, tag="acq", array_like=True):
+    """A worker asks to hold one more connection of ``user_id`` (``limit`` 0 = unlimited)."""
+
+    request: int
+    user_id: int
+    limit: int
+
+
+class Granted(msgspec.Struct, tag="grant", array_like=True):
+    request: int
+    ok: bool
+
+
+class Release(msgspec.Struct, tag="rel", array_like=True):
+    """A worker no longer holds one connection of ``user_id``."""
+
+    user_id: int
+
+
+class Publish(msgspec.Struct, tag="pub", array_like=True):
+    """One encoded event for the connections of ``user_ids`` (except ``exclude_user``'s)."""
+
+    user_ids: list[int]
+    event: str
+    payload: bytes
+    exclude_user: int | None = None
+    droppable: bool = False
+
+
+class PublishChat(msgspec.Struct, tag="pubchat", array_like=True):
+    """Deliver an event to a chat's online members (the worker resolves the members)."""
+
+    chat_id: int
+    event: str
+    payload: bytes
+
+
+class Invalidate(msgspec.Struct, tag="inval", array_like=True):
+    chat_id: int
+
+
+class MetricsRequest(msgspec.Struct, tag="mreq", array_like=True):
+    request: int
+
+
+class MetricsReply(msgspec.Struct, tag="mrep", array_like=True):
+    request: int
+    text: bytes
+
+
+Message = (Hello | Acquire | Granted | Release | Publish | PublishChat | Invalidate
+           | MetricsRequest | MetricsReply)
+
+_encoder: Final = msgspec.msgpack.Encoder()
+_decoder: Final = msgspec.msgpack.Decoder(Message)
+
+
+def encode(message: Message) -> bytes:
+    """One frame: length prefix and message."""
+    body = _encoder.encode(message)
+    return _LENGTH.pack(len(body)) + body
+
+
+def decode(body: bytes | memoryview) -> Message:
+    message: Message = _decoder.decode(body)
+    return message
+
+
+class BusProtocol(asyncio.BufferedProtocol):
+    """Reads frames from a Unix socket and hands each decoded message to ``on_message``;
+    writes frames with :meth:`send`. ``on_lost`` runs once when the socket closes."""
+
+    def __init__(self, on_message: Callable[[BusProtocol, Message], None],
+                 on_lost: Callable[[BusProtocol], None]) -> None:
+        self._on_message = on_message
+        self._on_lost = on_lost
+        self._buffer = bytearray(256 * 1024)
+        self._view = memoryview(self._buffer)
+        self._filled = 0
+        self.transport: asyncio.Transport | None = None
+        self.worker: int | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._filled == len(self._buffer):
+            self._view.release()
+            self._buffer.extend(bytes(len(self._buffer)))
+            self._view = memoryview(self._buffer)
+        return self._view[self._filled:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._filled += nbytes
+        start = 0
+        view = self._view
+        while self._filled - start >= 4:
+            (size,) = _LENGTH.unpack_from(view, start)
+            if size > MAX_FRAME:
+                assert self.transport is not None
+                self.transport.close()
+                return
+            if self._filled - start - 4 < size:
+                if size + 4 > len(self._buffer):
+                    self._grow(size + 4, start)
+                    return
+                break
+            self._on_message(self, decode(view[start + 4:start + 4 + size]))
+            start += 4 + size
+        if start:
+            remaining = self._filled - start
+            self._buffer[:remaining] = self._buffer[start:self._filled]
+            self._filled = remaining
+
+    def _grow(self, needed: int, start: int) -> None:
+        remaining = self._filled - start
+        data = bytes(self._buffer[start:self._filled])
+        self._view.release()
+        self._buffer = bytearray(max(needed, 2 * len(self._buffer)))
+        self._buffer[:remaining] = data
+        self._view = memoryview(self._buffer)
+        self._filled = remaining
+
+    def send(self, message: Message) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(encode(message))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._on_lost(self)
