@@ -107,8 +107,9 @@ class BusBroker:
         self._bus: bus.BusProtocol | None = None
         self._requests = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[bool]] = {}
-        self.forwarded = 0
-        self.received = 0
+        self._stopping = False
+        self.count: Callable[[str], None] = lambda direction: None  # broker traffic, "out"/"in"
+        self.on_lost: Callable[[], None] = lambda: None  # the supervisor is gone
 
     def attach(self, deliver: Deliver) -> None:
         self._deliver = deliver
@@ -124,6 +125,7 @@ class BusBroker:
         protocol.send(bus.Hello(self.index, os.getpid()))
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._bus is not None and self._bus.transport is not None:
             self._bus.transport.close()
 
@@ -132,7 +134,7 @@ class BusBroker:
         assert self._deliver is not None
         self._deliver(user_ids, event, payload, exclude_user, droppable)
         if self._bus is not None:
-            self.forwarded += 1
+            self.count("out")
             self._bus.send(bus.Publish(list(user_ids), event, payload, exclude_user, droppable))
 
     async def acquire(self, user_id: int, limit: int) -> bool:
@@ -155,7 +157,7 @@ class BusBroker:
         match message:
             case bus.Publish():
                 assert self._deliver is not None
-                self.received += 1
+                self.count("in")
                 self._deliver(frozenset(message.user_ids), message.event, message.payload,
                               message.exclude_user, message.droppable)
             case bus.Granted():
@@ -180,5 +182,6 @@ class BusBroker:
         for waiter in self._waiting.values():
             if not waiter.done():
                 waiter.set_result(False)
-        hub_log.error("lost the supervisor's bus; this worker now serves its own "
-                      "connections only")
+        if not self._stopping:
+            hub_log.error("lost the supervisor's bus: stopping this worker")
+            self.on_lost()

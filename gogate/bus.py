@@ -126,8 +126,7 @@ class BusProtocol(asyncio.BufferedProtocol):
         self.worker: int | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._filled == len(self._buffer):

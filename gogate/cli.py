@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,18 +63,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_supported(settings: Settings) -> None:
-    if settings.workers != 1:
-        raise ConfigError(f"invalid WORKERS={settings.workers or 'auto'}: this release serves "
-                          "with a single worker process; run one gogate per port")
     if settings.redis_url:
         raise ConfigError("invalid REDIS_URL: this release does not route through Redis; "
                           "leave it empty")
 
 
-async def _run(settings: Settings) -> int:
-    from gogate.server import run
+def _worker_count(settings: Settings) -> int:
+    return settings.workers or os.cpu_count() or 1
 
-    return await run(settings)
+
+async def _serve(settings: Settings) -> int:
+    """One worker in this process, or a supervisor of several."""
+    count = _worker_count(settings)
+    if count == 1:
+        from gogate.server import run
+
+        return await run(settings)
+    from gogate.supervisor import run as supervise
+
+    return await supervise(settings, count)
+
+
+async def _run(settings: Settings) -> int:
+    return await _serve(settings)
 
 
 async def _run_dev(settings: Settings) -> int:
@@ -81,7 +93,6 @@ async def _run_dev(settings: Settings) -> int:
     from urllib.parse import urlsplit
 
     from gogate.devbackend import DevBackend
-    from gogate.server import run
 
     url = urlsplit(settings.backend_api_url)
     key = settings.internal_api_key or DEV_INTERNAL_API_KEY
@@ -96,7 +107,7 @@ async def _run_dev(settings: Settings) -> int:
     settings = msgspec.structs.replace(settings, backend_api_url=base_url, internal_api_key=key)
     _print_banner(settings, base_url, backend.tokens())
     try:
-        return await run(settings)
+        return await _serve(settings)
     finally:
         try:  # requests still held by a slow backend do not hold up the exit
             await asyncio.wait_for(backend.stop(), timeout=1.0)

@@ -81,10 +81,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def configure(level: str, fmt: str) -> None:
-    """Send every ``gogate`` record to stderr in the chosen format; quiet the libraries."""
+class _WorkerFilter(logging.Filter):
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.index
+        return True
+
+
+def configure(level: str, fmt: str, worker: int | None = None) -> None:
+    """Send every ``gogate`` record to stderr in the chosen format; quiet the libraries.
+    A worker of several stamps its index on every record."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    if worker is not None:
+        handler.addFilter(_WorkerFilter(worker))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)

@@ -90,6 +90,7 @@ class Gateway:
         self.broker: LocalBroker | BusBroker = LocalBroker() if broker is None else broker
         if broker is not None:
             broker.control(self)
+            broker.count = lambda direction: self.metrics.broker_messages.labels(direction).inc()
         self.hub = Hub(self.broker, self.metrics,
                        Flusher(asyncio.get_running_loop().call_soon))
         self.services = Services(settings, self.backend, self.members, self.hub, self.metrics)
@@ -265,13 +266,16 @@ class Gateway:
         server_log.info("gogate stopped")
 
 
-async def run(settings: Settings) -> int:
-    """Serve until SIGTERM or SIGINT, then drain and return the exit code."""
+async def run(settings: Settings, broker: BusBroker | None = None, index: int = 0) -> int:
+    """Serve until SIGTERM or SIGINT (or, as a worker, until the supervisor is gone), then
+    drain and return the exit code."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    gateway = Gateway(settings)
+    if broker is not None:
+        broker.on_lost = stop.set
+    gateway = Gateway(settings, broker, index)
     try:
         await gateway.start()
     except OSError as exc:
