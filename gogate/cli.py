@@ -48,7 +48,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     flags = {f.name: getattr(args, f.name) for f in FIELDS if getattr(args, f.name) is not None}
     try:
         settings = load_settings(flags, env_file=args.env_file, dev=args.dev)
-        _check_supported(settings)
     except ConfigError as exc:
         print(f"gogate: {exc}", file=sys.stderr)
         return 2
@@ -62,12 +61,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def _check_supported(settings: Settings) -> None:
-    if settings.redis_url:
-        raise ConfigError("invalid REDIS_URL: this release does not route through Redis; "
-                          "leave it empty")
-
-
 def _worker_count(settings: Settings) -> int:
     return settings.workers or os.cpu_count() or 1
 
@@ -75,7 +68,7 @@ def _worker_count(settings: Settings) -> int:
 async def _serve(settings: Settings) -> int:
     """One worker in this process, or a supervisor of several."""
     count = _worker_count(settings)
-    if count == 1:
+    if count == 1 and not settings.redis_url:
         from gogate.server import run
 
         return await run(settings)

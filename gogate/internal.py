@@ -33,7 +33,7 @@ class Deployment(Protocol):
 
     def invalidate(self, chat_id: int) -> None: ...
 
-    def online(self, user_ids: list[int]) -> list[int]: ...
+    async def online(self, user_ids: list[int]) -> list[int]: ...
 
     async def metrics_text(self) -> bytes: ...
 
@@ -120,8 +120,8 @@ class InternalServer:
             return _error(400, "user_ids must be comma-separated integers")
         if len(ids) > 10_000:
             return _error(400, "at most 10000 user_ids")
-        return web.Response(body=msgspec.json.encode({"online": self._deployment.online(ids)}),
-                            content_type=_JSON)
+        online = await self._deployment.online(ids)
+        return web.Response(body=msgspec.json.encode({"online": online}), content_type=_JSON)
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)

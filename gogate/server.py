@@ -131,7 +131,7 @@ class Gateway:
     def invalidate(self, chat_id: int) -> None:
         self.members.invalidate(chat_id)
 
-    def online(self, user_ids: list[int]) -> list[int]:
+    async def online(self, user_ids: list[int]) -> list[int]:
         return [user_id for user_id in user_ids if user_id in self.hub]
 
     async def metrics_text(self) -> bytes:

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from prometheus_client import (
@@ -33,6 +34,7 @@ from gogate import bus
 from gogate.config import Settings
 from gogate.internal import InternalServer
 from gogate.log import server_log
+from gogate.relay import RedisRelay
 
 __all__ = ["Supervisor", "merge_metrics", "run"]
 
@@ -70,8 +72,30 @@ class Supervisor:
                               ["direction"], registry=self.registry)
         Gauge("gogate_workers", "Worker processes running.", registry=self.registry
               ).set_function(lambda: sum(1 for w in self.workers if w.link is not None))
+        self.redis_events = Counter("gogate_redis_events",
+                                    "Events between hosts through Redis, by outcome "
+                                    "(published, received, unroutable).", ["outcome"],
+                                    registry=self.registry)
+        self.relay = None if not settings.redis_url else RedisRelay(
+            settings.redis_url, self._from_redis, self._host_counts,
+            lambda outcome: self.redis_events.labels(outcome).inc())
+        self._tasks: set[asyncio.Task[None]] = set()
         self.internal = InternalServer(self, settings.internal_host, settings.internal_port,
                                        settings.internal_api_key)
+
+    def _spawn_task(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _host_counts(self) -> dict[int, int]:
+        return {user_id: sum(h.values()) for user_id, h in self._held.items()}
+
+    def _from_redis(self, message: bus.Publish | bus.Invalidate) -> None:
+        if isinstance(message, bus.Publish):
+            self._route(message, origin=None, from_redis=True)
+        else:
+            self._invalidate_here(message.chat_id)
 
     # --- the bus ------------------------------------------------------------------------------
 
@@ -80,10 +104,15 @@ class Supervisor:
             case bus.Publish():
                 self._route(message, origin=link.worker)
             case bus.Acquire():
-                link.send(bus.Granted(message.request,
-                                      self._acquire(link, message.user_id, message.limit)))
+                if self.relay is None:
+                    link.send(bus.Granted(message.request,
+                                          self._acquire(link, message.user_id, message.limit)))
+                else:
+                    self._spawn_task(self._acquire_across_hosts(link, message))
             case bus.Release():
                 self._release(link, message.user_id)
+                if self.relay is not None:
+                    self._spawn_task(self.relay.release(message.user_id))
             case bus.Hello():
                 worker = self.workers[message.worker]
                 link.worker = message.worker
@@ -127,6 +156,18 @@ class Supervisor:
         worker.held[user_id] = worker.held.get(user_id, 0) + 1
         return True
 
+    async def _acquire_across_hosts(self, link: bus.BusProtocol, message: bus.Acquire) -> None:
+        """The per-user limit counted in Redis; this host's count alone while Redis is out."""
+        assert self.relay is not None
+        granted = await self.relay.acquire(message.user_id, message.limit)
+        if granted is None:
+            ok = self._acquire(link, message.user_id, message.limit)
+        elif granted:
+            ok = self._acquire(link, message.user_id, 0)
+        else:
+            ok = False
+        link.send(bus.Granted(message.request, ok))
+
     def _release(self, link: bus.BusProtocol, user_id: int) -> None:
         if link.worker is None:
             return
@@ -142,8 +183,11 @@ class Supervisor:
             if not holders:
                 self._held.pop(user_id, None)
 
-    def _route(self, message: bus.Publish, origin: int | None) -> None:
-        """Forward an event to every worker (but its origin) holding one of its receivers."""
+    def _route(self, message: bus.Publish, origin: int | None, from_redis: bool = False) -> None:
+        """Forward an event to every worker (but its origin) holding one of its receivers,
+        and, unless it came from there, to the other hosts through Redis."""
+        if self.relay is not None and not from_redis:
+            self.relay.publish(message)
         targets: set[int] = set()
         held = self._held
         for user_id in message.user_ids:
@@ -175,12 +219,18 @@ class Supervisor:
         server_log.error("publish to chat %d dropped: no worker is running", chat_id)
 
     def invalidate(self, chat_id: int) -> None:
+        self._invalidate_here(chat_id)
+        if self.relay is not None:
+            self._spawn_task(self.relay.broadcast(bus.Invalidate(chat_id)))
+
+    def _invalidate_here(self, chat_id: int) -> None:
         for worker in self.workers:
             if worker.link is not None:
                 worker.link.send(bus.Invalidate(chat_id))
 
-    def online(self, user_ids: list[int]) -> list[int]:
-        return [user_id for user_id in user_ids if user_id in self._held]
+    async def online(self, user_ids: list[int]) -> list[int]:
+        elsewhere = set() if self.relay is None else await self.relay.online(user_ids) or set()
+        return [u for u in user_ids if u in self._held or u in elsewhere]
 
     async def metrics_text(self) -> bytes:
         """Every worker's metrics, labelled ``worker``, and the supervisor's own."""
@@ -242,6 +292,8 @@ class Supervisor:
             lambda: bus.BusProtocol(self._on_message, self._on_lost), self.bus_path)
         try:
             await self.internal.start()
+            if self.relay is not None:
+                await self.relay.start()
         except OSError as exc:
             server_log.error("cannot listen on the internal port: %s", exc.strerror or exc)
             server.close()
@@ -267,6 +319,8 @@ class Supervisor:
                     worker.process.kill()
         for task in watchers:
             task.cancel()
+        if self.relay is not None:
+            await self.relay.stop()
         await self.internal.stop()
         server.close()
         Path(self.bus_path).unlink(missing_ok=True)
