@@ -27,11 +27,13 @@ test: $(STAMP) lint
 bench-smoke: $(STAMP)
 	$(BIN)/python -m bench.micro --benchmark-max-time=0.01 --benchmark-min-rounds=1
 	$(BIN)/python -m bench.loadgen all --smoke
+	$(BIN)/python -m bench.scaleout --smoke
 
 # The full load benchmarks (several minutes; run nothing else meanwhile).
 bench: $(STAMP)
 	$(BIN)/python -m bench.micro
 	$(BIN)/python -m bench.loadgen all --repeat 2
+	$(BIN)/python -m bench.scaleout
 
 lint: $(STAMP)
 	$(BIN)/ruff check

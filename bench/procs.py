@@ -6,6 +6,7 @@ time (``/proc/<pid>/stat``) and memory (``VmRSS``) can be read apart from the lo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shutil
@@ -17,8 +18,20 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["KEY", "Service", "cpu_seconds", "free_port", "raise_fd_limit", "rss_bytes",
-           "start_backend", "start_gateway", "start_refhub"]
+__all__ = [
+    "KEY",
+    "Service",
+    "cpu_seconds",
+    "descendants",
+    "free_port",
+    "raise_fd_limit",
+    "rss_bytes",
+    "start_backend",
+    "start_gateway",
+    "start_redis",
+    "start_refhub",
+    "tree_cpu_seconds",
+]
 
 KEY = "bench-internal-key"
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +58,32 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def descendants(pid: int) -> list[int]:
+    """The process and every process below it (a supervisor and its workers)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(parents.get(current, []))
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for member in descendants(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(member)
+    return total
 
 
 def rss_bytes(pid: int) -> int:
@@ -91,7 +130,8 @@ class Service:
         return Path(self.log.name).read_text(errors="replace")
 
     def cpu_seconds(self) -> float:
-        return cpu_seconds(self.pid)
+        """CPU time of the process and of every process it started (its workers)."""
+        return tree_cpu_seconds(self.pid)
 
     def rss_bytes(self) -> int:
         return rss_bytes(self.pid)
@@ -129,6 +169,12 @@ def start_gateway(backend_url: str, *, cpu: int | None = None, pure: bool = Fals
     service = Service("gateway-pure" if pure else "gateway",
                       [sys.executable, "-m", "gogate"], port, env=settings, cpu=cpu)
     return service, internal_port
+
+
+def start_redis(cpu: int | None = None) -> Service:
+    port = free_port()
+    return Service("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no"], port, cpu=cpu)
 
 
 def start_refhub(*, cpu: int | None = None, read_buffer: int = 1024,

@@ -29,7 +29,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 import gogate_fast
-from gogate.config import Settings
+from gogate.config import FIELDS, Settings
 from gogate.devbackend import DevBackend
 from gogate.server import Gateway
 
@@ -308,8 +308,9 @@ def gateway_process(tmp_path: Path) -> Iterator[StartProcess]:
     def start(env: dict[str, str] | None = None, args: list[str] | None = None,
               wait: bool = True) -> GatewayProcess:
         port, internal_port = free_port(), free_port()
+        settings_vars = {f.env for f in FIELDS}  # none leaks in from the caller's environment
         full_env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("GOGATE_", "PORT", "HOST"))}
+                    if k not in settings_vars and not k.startswith("GOGATE_")}
         full_env.update({"PORT": str(port), "INTERNAL_PORT": str(internal_port),
                          "HOST": "127.0.0.1", "INTERNAL_API_KEY": KEY,
                          "PYTHONUNBUFFERED": "1"})
