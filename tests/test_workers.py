@@ -485,6 +485,7 @@ async def test_killed_worker_is_replaced_while_the_others_deliver(
         # its clients are dropped
         await asyncio.gather(john_2.closed(5.0), carol_2.closed(5.0))
         await online_becomes(proc, [JOHN, JANE])
+        assert metric_value(await metrics(proc), "gogate_workers") == 2, "not down yet?"
 
         # the surviving workers go on delivering, both ways, and accept new connections
         await john_0.send("send_message", {"chat_id": GENERAL, "text": "during outage"},
@@ -497,7 +498,10 @@ async def test_killed_worker_is_replaced_while_the_others_deliver(
         assert alive(supervisor) and not alive(pids[2])
         for _ in range(5):
             extra = await connect(tokens[CAROL])
+            assert worker_of(extra) in (0, 1)
             await extra.close()
+        assert metric_value(await metrics(proc), "gogate_workers") == 2, (
+            "worker 2 came back before the outage checks were done")
 
         # it is back within 15 s, under a new pid
         restarted = await worker_pids(proc, [2], timeout=15.0 - (time.monotonic() - killed),
