@@ -108,6 +108,7 @@ class BusBroker:
         self._requests = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[bool]] = {}
         self._stopping = False
+        self._close_now: asyncio.Future[None] | None = None
         self.count: Callable[[str], None] = lambda direction: None  # broker traffic, "out"/"in"
         self.on_lost: Callable[[], None] = lambda: None  # the supervisor is gone
 
@@ -123,6 +124,18 @@ class BusBroker:
             lambda: bus.BusProtocol(self._on_message, self._on_lost), self._path)
         self._bus = protocol
         protocol.send(bus.Hello(self.index, os.getpid()))
+
+    async def drained(self, timeout: float) -> None:
+        """Tell the supervisor this worker's calls in flight are done, and wait until every
+        worker's are (so that their last broadcasts still find every connection open)."""
+        if self._bus is None:
+            return
+        self._close_now = asyncio.get_running_loop().create_future()
+        self._bus.send(bus.Drained())
+        try:
+            await asyncio.wait_for(self._close_now, max(0.0, timeout))
+        except TimeoutError:
+            hub_log.warning("closing before every worker drained")
 
     async def stop(self) -> None:
         self._stopping = True
@@ -170,6 +183,9 @@ class BusBroker:
             case bus.Invalidate():
                 if self._control is not None:
                     self._control.invalidate(message.chat_id)
+            case bus.CloseNow():
+                if self._close_now is not None and not self._close_now.done():
+                    self._close_now.set_result(None)
             case bus.MetricsRequest():
                 if self._control is not None and self._bus is not None:
                     text = self._control.render_metrics()
@@ -179,6 +195,8 @@ class BusBroker:
 
     def _on_lost(self, _: bus.BusProtocol) -> None:
         self._bus = None
+        if self._close_now is not None and not self._close_now.done():
+            self._close_now.set_result(None)
         for waiter in self._waiting.values():
             if not waiter.done():
                 waiter.set_result(False)

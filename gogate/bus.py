@@ -19,6 +19,8 @@ import msgspec
 __all__ = [
     "Acquire",
     "BusProtocol",
+    "CloseNow",
+    "Drained",
     "Granted",
     "Hello",
     "Invalidate",
@@ -84,6 +86,14 @@ class Invalidate(msgspec.Struct, tag="inval", array_like=True):
     chat_id: int
 
 
+class Drained(msgspec.Struct, tag="drained", array_like=True):
+    """A stopping worker finished its backend calls in flight."""
+
+
+class CloseNow(msgspec.Struct, tag="close", array_like=True):
+    """Every worker has drained (or the time is up): close the connections."""
+
+
 class MetricsRequest(msgspec.Struct, tag="mreq", array_like=True):
     request: int
 
@@ -94,7 +104,7 @@ class MetricsReply(msgspec.Struct, tag="mrep", array_like=True):
 
 
 Message = (Hello | Acquire | Granted | Release | Publish | PublishChat | Invalidate
-           | MetricsRequest | MetricsReply)
+           | Drained | CloseNow | MetricsRequest | MetricsReply)
 
 _encoder: Final = msgspec.msgpack.Encoder()
 _decoder: Final = msgspec.msgpack.Decoder(Message)

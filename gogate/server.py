@@ -250,6 +250,8 @@ class Gateway:
             for task in late:  # their handlers tell the client what became of its event
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+        if isinstance(self.broker, BusBroker):
+            await self.broker.drained(deadline - time.monotonic() - 0.5)
         for conn in list(self.registry.open):
             conn.close(Close.SHUTDOWN)
         while self.registry.open and time.monotonic() < deadline:

@@ -61,6 +61,7 @@ class Supervisor:
         self.bus_path = str(Path(self._dir) / "bus.sock")
         self._held: dict[int, dict[int, int]] = {}  # user id → {worker index: connections}
         self._stopping = False
+        self._drained_workers: set[int] = set()
         self._requests = itertools.count(1)
         self._metrics_waiting: dict[int, tuple[asyncio.Future[None], dict[int, bytes]]] = {}
         self._next_chat_worker = itertools.cycle(range(count))
@@ -119,6 +120,8 @@ class Supervisor:
                 worker.link = link
                 server_log.info("worker %d ready (pid %d)", message.worker, message.pid,
                                 extra={"worker": message.worker})
+            case bus.Drained():
+                self._drained(link)
             case bus.MetricsReply():
                 waiting = self._metrics_waiting.get(message.request)
                 if waiting is not None and link.worker is not None:
@@ -128,6 +131,23 @@ class Supervisor:
                         waiting[0].set_result(None)
             case _:
                 server_log.warning("unexpected bus message %s", type(message).__name__)
+
+    def _drained(self, link: bus.BusProtocol) -> None:
+        """A stopping worker's calls are done; once every worker's are, all close. A worker
+        stopped on its own closes at once."""
+        if not self._stopping:
+            link.send(bus.CloseNow())
+            return
+        if link.worker is not None:
+            self._drained_workers.add(link.worker)
+        self._close_when_drained()
+
+    def _close_when_drained(self) -> None:
+        running = {w.index for w in self.workers if w.link is not None}
+        if running <= self._drained_workers:
+            for worker in self.workers:
+                if worker.link is not None:
+                    worker.link.send(bus.CloseNow())
 
     def _on_lost(self, link: bus.BusProtocol) -> None:
         if link.worker is None:
@@ -142,6 +162,8 @@ class Supervisor:
                 if not holders:
                     del self._held[user_id]
         worker.held.clear()
+        if self._stopping:
+            self._close_when_drained()  # a worker gone does not hold up the others
 
     def _acquire(self, link: bus.BusProtocol, user_id: int, limit: int) -> bool:
         if link.worker is None:
