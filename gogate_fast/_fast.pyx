@@ -303,48 +303,47 @@ cpdef list fanout(bytes frame, sinks, bint droppable=False):
     return overflowed
 
 
+cdef class _Delivery:
+    """One broadcast under way: its frame, built on the first receiver, and its tally."""
+
+    cdef bytes payload
+    cdef bytes frame
+    cdef bint droppable
+    cdef Py_ssize_t reached
+    cdef list overflowed
+
+    cdef inline int send_all(self, list held) except -1:
+        cdef Py_ssize_t i, n = PyList_GET_SIZE(held)
+        cdef Sink sink
+        if n and self.frame is None:
+            self.frame = build_frame(self.payload)
+        for i in range(n):
+            sink = <Sink>PyList_GET_ITEM(held, i)
+            if not sink.send(self.frame, self.droppable):
+                if self.overflowed is None:
+                    self.overflowed = []
+                self.overflowed.append(sink)
+        self.reached += n
+        return 0
+
+
 cpdef tuple deliver(dict users, user_ids, object exclude_user, bytes payload,
                     bint droppable=False):
     """Frame ``payload`` once and send it to every sink of ``user_ids`` found in ``users``
     (user id → list of sinks), skipping ``exclude_user``. Returns the number of sinks reached
     and the list of those that overflowed (or None)."""
-    cdef Py_ssize_t reached = 0
-    cdef Py_ssize_t i, n
     cdef PyObject* found
-    cdef list held
-    cdef bytes frame = None
-    cdef list overflowed = None
-    cdef Sink sink
     cdef bint excluding = exclude_user is not None
-    if len(user_ids) <= len(users):
+    cdef _Delivery delivery = _Delivery.__new__(_Delivery)
+    delivery.payload = payload
+    delivery.droppable = droppable
+    if len(user_ids) <= len(users):  # walk the smaller side
         for user_id in user_ids:
             found = PyDict_GetItem(users, user_id)
-            if found == NULL or (excluding and user_id == exclude_user):
-                continue
-            held = <list>found
-            n = PyList_GET_SIZE(held)
-            if n and frame is None:
-                frame = build_frame(payload)
-            for i in range(n):
-                sink = <Sink>PyList_GET_ITEM(held, i)
-                if not sink.send(frame, droppable):
-                    if overflowed is None:
-                        overflowed = []
-                    overflowed.append(sink)
-            reached += n
+            if found != NULL and not (excluding and user_id == exclude_user):
+                delivery.send_all(<list>found)
     else:
-        for user_id, value in users.items():
-            if (excluding and user_id == exclude_user) or user_id not in user_ids:
-                continue
-            held = <list>value
-            n = PyList_GET_SIZE(held)
-            if n and frame is None:
-                frame = build_frame(payload)
-            for i in range(n):
-                sink = <Sink>PyList_GET_ITEM(held, i)
-                if not sink.send(frame, droppable):
-                    if overflowed is None:
-                        overflowed = []
-                    overflowed.append(sink)
-            reached += n
-    return reached, overflowed
+        for user_id, held in users.items():
+            if not (excluding and user_id == exclude_user) and user_id in user_ids:
+                delivery.send_all(<list>held)
+    return delivery.reached, delivery.overflowed

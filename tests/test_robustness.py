@@ -9,21 +9,16 @@ gateway is under pressure. Each test pins one defect that was fixed:
 6. ``add_reaction`` / ``mark_read`` whose ``chat_id`` is not the relayed message's chat are refused;
 7. SIGTERM while a message waits for its member list tells the sender which message was lost.
 
-Raw frames are sent with a minimal RFC 6455 client written here (:class:`RawClient`), so that
-a test can stop reading, set a tiny receive window, or send what a library would not.
+Raw frames are sent with the minimal RFC 6455 client of ``rawws.py`` (:class:`RawClient`), so
+that a test can stop reading, set a tiny receive window, or send what a library would not.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
-import json
-import os
 import re
 import signal
-import socket
 import struct
 import time
 from collections.abc import AsyncIterator, Callable
@@ -50,187 +45,28 @@ from conftest import (
     metrics_text,
     set_fault,
 )
+from rawws import (
+    CLOSE,
+    PING,
+    Collector,
+    RawClient,
+    RawClients,
+    eventually,
+    frame,
+    wait_for_tokens,
+)
 
 from gogate.devbackend import DevBackend
 from gogate.server import Gateway
 
-# --- a minimal RFC 6455 client --------------------------------------------------------------
-
-TEXT, CLOSE, PING = 0x1, 0x8, 0x9
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-
-def frame(opcode: int, payload: bytes = b"") -> bytes:
-    """One masked, final client frame."""
-    size = len(payload)
-    first = 0x80 | opcode
-    if size < 126:
-        header = bytes((first, 0x80 | size))
-    elif size < 65536:
-        header = bytes((first, 0x80 | 126)) + struct.pack("!H", size)
-    else:
-        header = bytes((first, 0x80 | 127)) + struct.pack("!Q", size)
-    key = os.urandom(4)
-    return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-
-
-def event_bytes(event: str, data: dict[str, Any], ref: Any = None) -> bytes:
-    body: dict[str, Any] = {"event": event, "data": data}
-    if ref is not None:
-        body["ref"] = ref
-    return json.dumps(body).encode()
-
-
-class Closed(Exception):
-    """The server closed: ``code`` from its close frame, or None when the socket just ended."""
-
-    def __init__(self, code: int | None) -> None:
-        super().__init__(code)
-        self.code = code
-
-
-class RawClient:
-    """A WebSocket client over ``asyncio.open_connection`` that reads only when told to."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.buffer = bytearray()
-
-    @classmethod
-    async def open(cls, port: int, *, rcvbuf: int | None = None) -> RawClient:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:
-            # Before connect: a small window and a small MSS announced in our SYN keep the
-            # server's kernel send buffer small, so that a consumer that stops reading is felt
-            # after tens of kilobytes (loopback's 64 KiB MSS would let it grow to megabytes).
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-            if hasattr(socket, "TCP_MAXSEG"):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-        reader, writer = await asyncio.open_connection(
-            sock=sock, limit=rcvbuf if rcvbuf is not None else 2**20)
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                      "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-                      ).encode())
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        status, *lines = head.decode("latin-1").split("\r\n")
-        assert status.startswith("HTTP/1.1 101"), head
-        headers = {k.strip().lower(): v.strip()
-                   for k, _, v in (line.partition(":") for line in lines if line)}
-        expected = base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
-        assert headers.get("sec-websocket-accept") == expected, head
-        return cls(reader, writer)
-
-    def send(self, *frames: bytes) -> None:
-        for data in frames:
-            self.writer.write(data)
-
-    def send_event(self, event: str, data: dict[str, Any], ref: Any = None) -> None:
-        self.send(frame(TEXT, event_bytes(event, data, ref)))
-
-    def _parse(self) -> tuple[int, bytes] | None:
-        buf = self.buffer
-        if len(buf) < 2:
-            return None
-        size, offset = buf[1] & 0x7F, 2
-        if size == 126:
-            if len(buf) < 4:
-                return None
-            size, offset = struct.unpack_from("!H", buf, 2)[0], 4
-        elif size == 127:
-            if len(buf) < 10:
-                return None
-            size, offset = struct.unpack_from("!Q", buf, 2)[0], 10
-        if len(buf) < offset + size:
-            return None
-        result = buf[0] & 0x0F, bytes(buf[offset:offset + size])
-        del buf[:offset + size]
-        return result
-
-    async def read_frame(self) -> tuple[int, bytes]:
-        """The next frame (opcode, payload); raises Closed at a close frame or end of stream."""
-        while (parsed := self._parse()) is None:
-            try:
-                chunk = await self.reader.read(4096)
-            except ConnectionError as exc:
-                raise Closed(None) from exc
-            if not chunk:
-                raise Closed(None)
-            self.buffer += chunk
-        opcode, payload = parsed
-        if opcode == CLOSE:
-            raise Closed(struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005)
-        return opcode, payload
-
-    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
-        """The next event (pings and pongs skipped)."""
-        async def next_event() -> dict[str, Any]:
-            while True:
-                opcode, payload = await self.read_frame()
-                if opcode == TEXT:
-                    event: dict[str, Any] = json.loads(payload)
-                    return event
-
-        return await asyncio.wait_for(next_event(), timeout)
-
-    async def auth(self, token: str) -> dict[str, Any]:
-        self.send_event("auth", {"token": token})
-        got = await self.recv()
-        assert got["event"] == "auth_success", got
-        data: dict[str, Any] = got["data"]
-        return data
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-@pytest.fixture
-async def raw_clients() -> AsyncIterator[Callable[..., Any]]:
-    opened: list[RawClient] = []
-
-    async def open_raw(port: int, **kwargs: Any) -> RawClient:
-        client = await RawClient.open(port, **kwargs)
-        opened.append(client)
-        return client
-
-    yield open_raw
-    for client in opened:
-        client.close()
-
-
 # --- helpers --------------------------------------------------------------------------------
 
 
-async def eventually(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-class Collector:
-    """Reads a websockets client continuously in the background, keeping every event."""
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        self.events: list[dict[str, Any]] = []
-        self.task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        with contextlib.suppress(websockets.ConnectionClosed):
-            while True:
-                self.events.append(json.loads(await self.client.ws.recv()))
-
-    def of(self, event: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["event"] == event]
-
-    def stop(self) -> None:
-        self.task.cancel()
+@pytest.fixture
+async def raw_clients() -> AsyncIterator[RawClients]:
+    clients = RawClients()
+    yield clients
+    clients.close()
 
 
 PAD = "x" * 3000  # a 3 KB chat message
@@ -528,18 +364,6 @@ async def test_chat_id_not_matching_the_relayed_message_is_refused(
 
 
 # --- 7. shutdown while a message waits for its member list ------------------------------------
-
-TOKEN_LINE = re.compile(r"^\s*user (\d+) [^:]*: (\S+)\s*$", re.MULTILINE)
-
-
-async def wait_for_tokens(proc: Any, timeout: float = 10.0) -> dict[int, str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = {int(uid): token for uid, token in TOKEN_LINE.findall(proc.output())}
-        if len(found) >= 4:
-            return found
-        assert time.monotonic() < deadline, proc.output()
-        await asyncio.sleep(0.05)
 
 
 async def test_shutdown_tells_the_sender_about_an_undelivered_message(
