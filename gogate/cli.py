@@ -28,18 +28,23 @@ DEV_INTERNAL_API_KEY = "dev-internal-key"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m gogate",
-        description="gogate: the BuzzChat WebSocket gateway. Settings come from environment "
-                    "variables, then a .env file, then these flags (flags win). Each flag "
-                    "stands for the variable of the same name in upper case with underscores.",
+        description="gogate: the BuzzChat WebSocket gateway. Settings come from the "
+                    "environment, from a .env file in the working directory (the environment "
+                    "wins over the file), and from these flags (flags win over both). Each "
+                    "flag stands for the variable of the same name in upper case with "
+                    "underscores; INTERNAL_API_KEY is required except with --dev.",
     )
     parser.add_argument("--dev", action="store_true",
                         help="development mode: also run an embedded development backend with "
                              "demo users and chats, and print demo tokens")
     parser.add_argument("--env-file", type=Path, default=None, metavar="PATH",
                         help="read settings from this file instead of ./.env")
+    defaults = {f.name: f.default for f in msgspec.structs.fields(Settings)}
     for field in FIELDS:
+        default = defaults[field.name]
+        shown = ",".join(default) if isinstance(default, tuple) else default
         parser.add_argument(field.flag, dest=field.name, default=None, metavar=field.env,
-                            help=field.help)
+                            help=f"{field.help} (default: {shown if shown != '' else 'empty'})")
     return parser
 
 
