@@ -77,7 +77,8 @@ class InternalServer:
     @web.middleware
     async def _check_key(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if request.path.startswith("/api/"):
-            given = request.headers.get("X-Internal-API-Key", "").encode()
+            given = request.headers.get("X-Internal-API-Key", "").encode("utf-8",
+                                                                           "surrogateescape")
             if not self._key or not hmac.compare_digest(given, self._key):
                 return _error(401, "Invalid API key")
         response: web.StreamResponse = await handler(request)

@@ -37,6 +37,7 @@ __all__ = ["RedisRelay"]
 _ALIVE_TTL: Final = 30
 _ALIVE_EVERY: Final = 10.0
 _BROADCAST: Final = "gogate:all"
+_OUTBOX_LIMIT: Final = 10_000  # events waiting for Redis; beyond it they count as unroutable
 
 # KEYS: user hashes; ARGV: origin host, message. Publishes once per live target host.
 _ROUTE = """
@@ -146,7 +147,7 @@ class RedisRelay:
                 await self._session()
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except Exception as exc:
                 if self.connected:
                     server_log.error("lost Redis (%s): delivering within this host only",
                                      type(exc).__name__)
@@ -163,18 +164,18 @@ class RedisRelay:
         if self._client is not None:
             await self._client.aclose()
         self._client = client
+        if self.host:  # the old id must not go on counting this host's users
+            with contextlib.suppress(RedisError, OSError):
+                await client.delete(f"gogate:alive:{self.host}")
         self.host = secrets.token_hex(6)
         self._scripts = {name: client.register_script(source) for name, source in
                          (("route", _ROUTE), ("acquire", _ACQUIRE), ("release", _RELEASE),
                           ("online", _ONLINE))}
         await client.set(f"gogate:alive:{self.host}", 1, ex=_ALIVE_TTL)
-        pipe = client.pipeline(transaction=False)
-        for user_id, count in self._held().items():
-            pipe.hset(_user_key(user_id), self.host, count)
-        await pipe.execute()
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         await pubsub.subscribe(f"gogate:host:{self.host}", _BROADCAST)
         self.connected = True
+        await self._resync(client)
         server_log.info("routing between hosts through Redis as host %s", self.host)
         keepalive = asyncio.get_running_loop().create_task(self._keep_alive(client))
         try:
@@ -201,13 +202,31 @@ class RedisRelay:
         while True:
             await asyncio.sleep(_ALIVE_EVERY)
             await client.set(f"gogate:alive:{self.host}", 1, ex=_ALIVE_TTL)
+            await self._resync(client)
+
+    async def _resync(self, client: redis.Redis) -> None:
+        """Make this host's entries in Redis equal its own counts: the authority is the
+        supervisor's table, so counts a race or an outage left wrong last 10 s at most."""
+        index = f"gogate:hostusers:{self.host}"
+        held = self._held()
+        registered = {int(member) for member in await client.smembers(index)}
+        pipe = client.pipeline(transaction=False)
+        for user_id in registered - held.keys():
+            pipe.hdel(_user_key(user_id), self.host)
+            pipe.srem(index, user_id)
+        for user_id, count in held.items():
+            pipe.hset(_user_key(user_id), self.host, count)
+        if held:
+            pipe.sadd(index, *held)
+        pipe.expire(index, 3 * _ALIVE_TTL)
+        await pipe.execute()
 
     # --- what the supervisor calls --------------------------------------------------------------
 
     def publish(self, message: bus.Publish) -> None:
         """Send an event to the other hosts holding one of its receivers, after every event
         published before it (one writer, pipelined), without waiting."""
-        if not self.connected:
+        if not self.connected or len(self._outbox) >= _OUTBOX_LIMIT:
             self._count("unroutable")
             return
         self._outbox.append(message)
@@ -252,6 +271,16 @@ class RedisRelay:
                                                        args=[self.host, limit]))
         except (RedisError, OSError):
             return None
+
+    async def release_many(self, counts: dict[int, int]) -> None:
+        """A worker died: its users' connections are gone at once."""
+        if not self.connected or self._client is None:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for user_id, count in counts.items():
+            pipe.hincrby(_user_key(user_id), self.host, -count)
+        with contextlib.suppress(RedisError, OSError):
+            await pipe.execute()
 
     async def release(self, user_id: int) -> None:
         if not self.connected:

@@ -155,6 +155,8 @@ class Supervisor:
         worker = self.workers[link.worker]
         if worker.link is link:
             worker.link = None
+        if self.relay is not None and worker.held:
+            self._spawn_task(self.relay.release_many(dict(worker.held)))
         for user_id in worker.held:
             holders = self._held.get(user_id)
             if holders is not None:
@@ -182,6 +184,10 @@ class Supervisor:
         """The per-user limit counted in Redis; this host's count alone while Redis is out."""
         assert self.relay is not None
         granted = await self.relay.acquire(message.user_id, message.limit)
+        if link.worker is None or self.workers[link.worker].link is not link:
+            if granted:  # the worker died meanwhile: its connection never came
+                await self.relay.release(message.user_id)
+            return
         if granted is None:
             ok = self._acquire(link, message.user_id, message.limit)
         elif granted:
@@ -303,7 +309,15 @@ class Supervisor:
             await asyncio.sleep(delay)
             if self._stopping:
                 return
-            await self._spawn(worker)
+            try:
+                await self._spawn(worker)
+            except OSError as exc:
+                server_log.error("cannot start worker %d: %s", worker.index, exc,
+                                 extra={"worker": worker.index})
+                worker.started_at = time.monotonic()
+                continue
+            if self._stopping and worker.process is not None:
+                worker.process.send_signal(signal.SIGTERM)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -313,12 +327,20 @@ class Supervisor:
         server = await loop.create_unix_server(
             lambda: bus.BusProtocol(self._on_message, self._on_lost), self.bus_path)
         try:
+            return await self._supervise(stop)
+        finally:
+            server.close()
+            Path(self.bus_path).unlink(missing_ok=True)
+            os.rmdir(self._dir)
+
+    async def _supervise(self, stop: asyncio.Event) -> int:
+        loop = asyncio.get_running_loop()
+        try:
             await self.internal.start()
             if self.relay is not None:
                 await self.relay.start()
         except OSError as exc:
             server_log.error("cannot listen on the internal port: %s", exc.strerror or exc)
-            server.close()
             return 1
         for worker in self.workers:
             await self._spawn(worker)
@@ -344,9 +366,6 @@ class Supervisor:
         if self.relay is not None:
             await self.relay.stop()
         await self.internal.stop()
-        server.close()
-        Path(self.bus_path).unlink(missing_ok=True)
-        os.rmdir(self._dir)
         server_log.info("all workers stopped")
         return 0
 
