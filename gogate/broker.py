@@ -29,8 +29,9 @@ class Broker(Protocol):
     """Carries encoded events between the hubs of a deployment, and counts each user's
     connections across it."""
 
-    def attach(self, deliver: Deliver) -> None:
-        """Register the local hub's delivery function."""
+    def attach(self, deliver: Deliver, held: Callable[[int], int]) -> None:
+        """Register the local hub: its delivery function, and how many connections of a
+        user it holds."""
 
     def publish(self, user_ids: Collection[int], event: str, payload: bytes,
                 exclude_user: int | None, droppable: bool) -> None:
@@ -54,10 +55,11 @@ class LocalBroker:
 
     def __init__(self) -> None:
         self._deliver: Deliver | None = None
-        self._held: dict[int, int] = {}
+        self._held: Callable[[int], int] = lambda user_id: 0
 
-    def attach(self, deliver: Deliver) -> None:
+    def attach(self, deliver: Deliver, held: Callable[[int], int]) -> None:
         self._deliver = deliver
+        self._held = held
 
     def publish(self, user_ids: Collection[int], event: str, payload: bytes,
                 exclude_user: int | None, droppable: bool) -> None:
@@ -66,18 +68,12 @@ class LocalBroker:
         self._deliver(user_ids, event, payload, exclude_user, droppable)
 
     async def acquire(self, user_id: int, limit: int) -> bool:
-        held = self._held.get(user_id, 0)
-        if limit and held >= limit:
-            return False
-        self._held[user_id] = held + 1
-        return True
+        # Nothing here waits, so the connection is in the hub before anyone else asks: the
+        # hub's own registry is the count, with no table of its own.
+        return not limit or self._held(user_id) < limit
 
     def release(self, user_id: int) -> None:
-        held = self._held.get(user_id, 0) - 1
-        if held > 0:
-            self._held[user_id] = held
-        else:
-            self._held.pop(user_id, None)
+        return None
 
     async def start(self) -> None:
         return None
@@ -112,7 +108,7 @@ class BusBroker:
         self.count: Callable[[str], None] = lambda direction: None  # broker traffic, "out"/"in"
         self.on_lost: Callable[[], None] = lambda: None  # the supervisor is gone
 
-    def attach(self, deliver: Deliver) -> None:
+    def attach(self, deliver: Deliver, held: Callable[[int], int]) -> None:
         self._deliver = deliver
 
     def control(self, control: Control) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections import deque
 from typing import Final
@@ -52,7 +53,7 @@ class Registry:
 class Connection(WSListener):  # type: ignore[misc]
     __slots__ = ("_auth_pending", "_bucket", "_bucket_at", "_deadline", "_expiry",
                  "_fragments", "_inbox", "_inbox_task", "_registry", "_svc", "_write_timer",
-                 "auth_failures", "closing", "conn_id", "last_ping", "last_rx", "remote",
+                 "auth_failures", "closing", "conn_id", "last_ping", "last_rx",
                  "sink", "token", "transport", "user")
 
     def __init__(self, svc: Services, registry: Registry) -> None:
@@ -60,7 +61,6 @@ class Connection(WSListener):  # type: ignore[misc]
         self._svc = svc
         self._registry = registry
         self.conn_id = next(_ids)
-        self.remote = ""
         self.transport: WSTransport | None = None
         self.sink: Sink = Sink(_discard, 1, 1)
         self.user: User | None = None
@@ -95,15 +95,16 @@ class Connection(WSListener):  # type: ignore[misc]
         settings = self._svc.settings
         self.transport = transport
         raw = transport.underlying_transport
-        peer = raw.get_extra_info("peername")
-        self.remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
         raw.set_write_buffer_limits(high=settings.write_buffer_size)
         max_bytes = max(SEND_QUEUE_MIN_BYTES, 8 * settings.max_message_size)
         self.sink = Sink(raw.write, settings.send_queue_size, max_bytes, self,
                          self._svc.hub.flusher)
         self._registry.open.add(self)
         self._deadline = self.last_rx + settings.auth_timeout
-        conn_log.info("connected", extra={"conn_id": self.conn_id, "remote": self.remote})
+        if conn_log.isEnabledFor(logging.INFO):  # the peer's address is looked up for the log
+            peer = raw.get_extra_info("peername")
+            remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
+            conn_log.info("connected", extra={"conn_id": self.conn_id, "remote": remote})
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         self.last_rx = time.monotonic()

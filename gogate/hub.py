@@ -42,7 +42,7 @@ class Hub:
         self._broker = broker
         self._metrics = metrics
         self.connections = 0
-        broker.attach(self.deliver)
+        broker.attach(self.deliver, self.connection_count)
 
     def __contains__(self, user_id: int) -> bool:
         return user_id in self._users

@@ -98,7 +98,9 @@ class Gateway:
         self.origins = OriginPolicy(settings.allowed_origins)
         self.internal = None if broker is not None else InternalServer(
             self, settings.internal_host, settings.internal_port, settings.internal_api_key)
-        self._upgrade_headers = [("X-Gogate-Worker", str(index))]
+        # A worker among several names itself in the upgrade response (kept by the transport
+        # for the connection's life, so a single worker adds nothing).
+        self._upgrade_headers = None if broker is None else [("X-Gogate-Worker", str(index))]
         self.port = settings.port
         self._server: asyncio.Server | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -171,9 +173,11 @@ class Gateway:
         if not self.registry.accepting or (limit and len(self.registry.open) >= limit):
             return _response(503, b"503 Service Unavailable: try again later\n",
                              (("Retry-After", "5"),))
+        connection = Connection(self.services, self.registry)
+        if self._upgrade_headers is None:
+            return connection
         return WSUpgradeResponseWithListener(
-            WSUpgradeResponse.create_101_response(self._upgrade_headers),
-            Connection(self.services, self.registry))
+            WSUpgradeResponse.create_101_response(self._upgrade_headers), connection)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
