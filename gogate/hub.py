@@ -9,7 +9,7 @@ consumer. Frames for one connection within one loop iteration leave in one write
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from typing import Protocol
 
 from gogate.broker import Broker
@@ -50,9 +50,6 @@ class Hub:
     @property
     def user_count(self) -> int:
         return len(self._users)
-
-    def user_ids(self) -> Iterator[int]:
-        return iter(self._users)
 
     def connection_count(self, user_id: int) -> int:
         """Connections of the user on this worker."""

@@ -104,7 +104,6 @@ class Gateway:
         self.port = settings.port
         self._server: asyncio.Server | None = None
         self._heartbeat: asyncio.Task[None] | None = None
-        self._stopped = asyncio.Event()
         self.metrics.connections.set_function(lambda: len(self.registry.open))
         self.metrics.authenticated.set_function(lambda: self.hub.connections)
         self.metrics.users.set_function(lambda: self.hub.user_count)
@@ -268,7 +267,6 @@ class Gateway:
         await self.broker.stop()
         await self.backend.close()
         self._server = None
-        self._stopped.set()
         server_log.info("gogate stopped")
 
 
