@@ -1,6 +1,6 @@
 """The development backend: a small, honest BuzzChat backend kept in SQLite.
 
-It speaks the backend API gogate calls (CONTRACT.md section 5) with the real backend's
+It speaks the backend API gogate calls with the real backend's
 answers, plus ``/api/dev/`` helpers to create users, chats and tokens and to inject faults.
 ``python -m gogate --dev`` embeds it; ``python -m gogate.devbackend`` runs it alone.
 For development and tests only: anyone who can reach it can mint tokens.

@@ -14,148 +14,21 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 
-import msgspec
+from .records import (
+    DEFAULT_ROLES,
+    Attachment,
+    Message,
+    Reaction,
+    UnknownChat,
+    UnknownUser,
+    User,
+    now_iso,
+    user_from_row,
+)
+from .schema import STATEMENTS
 
-__all__ = [
-    "Attachment",
-    "Message",
-    "Reaction",
-    "Store",
-    "UnknownChat",
-    "UnknownUser",
-    "User",
-]
-
-DEFAULT_ROLES = ("ROLE_USER",)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS settings (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS users (
-    id INTEGER PRIMARY KEY,
-    email TEXT,
-    phone TEXT,
-    first_name TEXT NOT NULL,
-    last_name TEXT NOT NULL,
-    roles TEXT NOT NULL DEFAULT '["ROLE_USER"]',
-    is_active INTEGER NOT NULL DEFAULT 1
-);
-CREATE TABLE IF NOT EXISTS chats (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS chat_members (
-    chat_id INTEGER NOT NULL REFERENCES chats(id),
-    user_id INTEGER NOT NULL REFERENCES users(id),
-    PRIMARY KEY (chat_id, user_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS attachments (
-    id INTEGER PRIMARY KEY,
-    owner_id INTEGER NOT NULL REFERENCES users(id),
-    file_name TEXT NOT NULL,
-    size INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY,
-    chat_id INTEGER NOT NULL REFERENCES chats(id),
-    user_id INTEGER NOT NULL REFERENCES users(id),
-    text TEXT,
-    reply_to_id INTEGER REFERENCES messages(id),
-    created_at TEXT NOT NULL,
-    edited_at TEXT
-);
-CREATE INDEX IF NOT EXISTS messages_by_chat ON messages (chat_id, id);
-CREATE TABLE IF NOT EXISTS message_attachments (
-    message_id INTEGER NOT NULL REFERENCES messages(id),
-    attachment_id INTEGER NOT NULL REFERENCES attachments(id),
-    PRIMARY KEY (message_id, attachment_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS reactions (
-    message_id INTEGER NOT NULL REFERENCES messages(id),
-    user_id INTEGER NOT NULL REFERENCES users(id),
-    emoji TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    UNIQUE (message_id, user_id, emoji)
-);
-CREATE TABLE IF NOT EXISTS message_reads (
-    message_id INTEGER NOT NULL REFERENCES messages(id),
-    user_id INTEGER NOT NULL REFERENCES users(id),
-    read_at TEXT NOT NULL,
-    PRIMARY KEY (message_id, user_id)
-) WITHOUT ROWID;
-"""
-
-
-class UnknownUser(LookupError):
-    """A user id that is not in the store."""
-
-
-class UnknownChat(LookupError):
-    """A chat id that is not in the store."""
-
-
-class User(msgspec.Struct, frozen=True):
-    id: int
-    email: str | None
-    phone: str | None
-    first_name: str
-    last_name: str
-    roles: tuple[str, ...]
-    is_active: bool
-
-    @property
-    def full_name(self) -> str:
-        return f"{self.first_name} {self.last_name}".strip()
-
-
-class Attachment(msgspec.Struct, frozen=True):
-    id: int
-    owner_id: int
-    file_name: str
-    size: int
-
-    @property
-    def url(self) -> str:
-        return f"/files/{self.id}"
-
-
-class Message(msgspec.Struct, frozen=True):
-    id: int
-    chat_id: int
-    user_id: int
-    text: str | None
-    reply_to_id: int | None
-    created_at: str
-    edited_at: str | None
-    attachment_ids: tuple[int, ...] = ()
-
-
-class Reaction(msgspec.Struct, frozen=True):
-    message_id: int
-    user_id: int
-    emoji: str
-    created_at: str
-
-
-def now_iso() -> str:
-    """The current UTC time as the backend writes it: ``2025-10-25T12:34:56+00:00``."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _user(row: sqlite3.Row) -> User:
-    return User(
-        id=row["id"],
-        email=row["email"],
-        phone=row["phone"],
-        first_name=row["first_name"],
-        last_name=row["last_name"],
-        roles=tuple(json.loads(row["roles"])),
-        is_active=bool(row["is_active"]),
-    )
+__all__ = ["Store"]
 
 
 def _placeholders(n: int) -> str:
@@ -176,13 +49,10 @@ class Store:
             self._conn.execute("PRAGMA synchronous = NORMAL")
         self._conn.execute("PRAGMA busy_timeout = 5000")
         with self._tx() as cur:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    cur.execute(statement)
-            cur.execute(
-                "INSERT OR IGNORE INTO settings (key, value) VALUES ('jwt_secret', ?)",
-                (os.urandom(32).hex(),),
-            )
+            for statement in STATEMENTS:
+                cur.execute(statement)
+            cur.execute("INSERT OR IGNORE INTO settings (key, value) VALUES ('jwt_secret', ?)",
+                        (os.urandom(32).hex(),))
             row = cur.execute("SELECT value FROM settings WHERE key = 'jwt_secret'").fetchone()
         self.jwt_secret: bytes = bytes.fromhex(row["value"])
 
@@ -215,28 +85,19 @@ class Store:
     def is_empty(self) -> bool:
         """Whether the store holds no user and no chat."""
         row = self._one(
-            "SELECT NOT EXISTS (SELECT 1 FROM users) AND NOT EXISTS (SELECT 1 FROM chats)"
-        )
+            "SELECT NOT EXISTS (SELECT 1 FROM users) AND NOT EXISTS (SELECT 1 FROM chats)")
         return row is not None and bool(row[0])
 
-    # users
+    # --- users ---------------------------------------------------------------------------
 
-    def create_user(
-        self,
-        first_name: str,
-        last_name: str,
-        *,
-        email: str | None = None,
-        phone: str | None = None,
-        roles: Sequence[str] = DEFAULT_ROLES,
-        is_active: bool = True,
-    ) -> User:
+    def create_user(self, first_name: str, last_name: str, *, email: str | None = None,
+                    phone: str | None = None, roles: Sequence[str] = DEFAULT_ROLES,
+                    is_active: bool = True) -> User:
         with self._tx() as cur:
-            cur.execute(
-                "INSERT INTO users (email, phone, first_name, last_name, roles, is_active)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (email, phone, first_name, last_name, json.dumps(list(roles)), int(is_active)),
-            )
+            cur.execute("INSERT INTO users (email, phone, first_name, last_name, roles, is_active)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (email, phone, first_name, last_name, json.dumps(list(roles)),
+                         int(is_active)))
             user_id = cur.lastrowid
         assert user_id is not None
         return User(user_id, email, phone, first_name, last_name, tuple(roles), is_active)
@@ -248,15 +109,14 @@ class Store:
             ids = list(range(first, first + n))
             cur.executemany(
                 "INSERT INTO users (id, email, first_name, last_name) VALUES (?, ?, ?, 'User')",
-                ((i, f"{prefix}{i}@example.com", f"{prefix}{i}") for i in ids),
-            )
+                ((i, f"{prefix}{i}@example.com", f"{prefix}{i}") for i in ids))
         return ids
 
     def get_user(self, user_id: int) -> User | None:
         row = self._one("SELECT * FROM users WHERE id = ?", (user_id,))
-        return None if row is None else _user(row)
+        return None if row is None else user_from_row(row)
 
-    # chats and members
+    # --- chats and members ---------------------------------------------------------------
 
     def create_chat(self, name: str, member_ids: Iterable[int]) -> int:
         """Create a chat with these members; raise :class:`UnknownUser` if one is missing."""
@@ -267,8 +127,7 @@ class Store:
             try:
                 cur.executemany(
                     "INSERT OR IGNORE INTO chat_members (chat_id, user_id) VALUES (?, ?)",
-                    ((chat_id, user_id) for user_id in member_ids),
-                )
+                    ((chat_id, user_id) for user_id in member_ids))
             except sqlite3.IntegrityError as exc:
                 raise UnknownUser("a member is not a known user") from exc
         return chat_id
@@ -282,57 +141,46 @@ class Store:
             if cur.execute("SELECT 1 FROM chats WHERE id = ?", (chat_id,)).fetchone() is None:
                 raise UnknownChat(chat_id)
             try:
-                cur.execute(
-                    "INSERT OR IGNORE INTO chat_members (chat_id, user_id) VALUES (?, ?)",
-                    (chat_id, user_id),
-                )
+                cur.execute("INSERT OR IGNORE INTO chat_members (chat_id, user_id) VALUES (?, ?)",
+                            (chat_id, user_id))
             except sqlite3.IntegrityError as exc:
                 raise UnknownUser(user_id) from exc
 
     def remove_member(self, chat_id: int, user_id: int) -> bool:
         """Remove a member; return whether they were one."""
         with self._tx() as cur:
-            cur.execute(
-                "DELETE FROM chat_members WHERE chat_id = ? AND user_id = ?", (chat_id, user_id)
-            )
+            cur.execute("DELETE FROM chat_members WHERE chat_id = ? AND user_id = ?",
+                        (chat_id, user_id))
             return cur.rowcount > 0
 
     def members(self, chat_id: int) -> list[User] | None:
         """The chat's members ordered by id, or ``None`` if the chat does not exist."""
         with self._lock:
-            if (
-                self._conn.execute("SELECT 1 FROM chats WHERE id = ?", (chat_id,)).fetchone()
-                is None
-            ):
+            exists = self._conn.execute("SELECT 1 FROM chats WHERE id = ?", (chat_id,))
+            if exists.fetchone() is None:
                 return None
             rows = self._conn.execute(
                 "SELECT u.* FROM chat_members m JOIN users u ON u.id = m.user_id"
-                " WHERE m.chat_id = ? ORDER BY u.id",
-                (chat_id,),
-            ).fetchall()
-        return [_user(row) for row in rows]
+                " WHERE m.chat_id = ? ORDER BY u.id", (chat_id,)).fetchall()
+        return [user_from_row(row) for row in rows]
 
     def member_ids(self, chat_id: int) -> list[int]:
-        rows = self._all(
-            "SELECT user_id FROM chat_members WHERE chat_id = ? ORDER BY user_id", (chat_id,)
-        )
+        rows = self._all("SELECT user_id FROM chat_members WHERE chat_id = ? ORDER BY user_id",
+                         (chat_id,))
         return [row["user_id"] for row in rows]
 
     def is_member(self, chat_id: int, user_id: int) -> bool:
-        row = self._one(
-            "SELECT 1 FROM chat_members WHERE chat_id = ? AND user_id = ?", (chat_id, user_id)
-        )
+        row = self._one("SELECT 1 FROM chat_members WHERE chat_id = ? AND user_id = ?",
+                        (chat_id, user_id))
         return row is not None
 
-    # attachments
+    # --- attachments ---------------------------------------------------------------------
 
     def create_attachment(self, owner_id: int, file_name: str, size: int = 0) -> Attachment:
         with self._tx() as cur:
             try:
-                cur.execute(
-                    "INSERT INTO attachments (owner_id, file_name, size) VALUES (?, ?, ?)",
-                    (owner_id, file_name, size),
-                )
+                cur.execute("INSERT INTO attachments (owner_id, file_name, size) VALUES (?, ?, ?)",
+                            (owner_id, file_name, size))
             except sqlite3.IntegrityError as exc:
                 raise UnknownUser(owner_id) from exc
             attachment_id = cur.lastrowid
@@ -345,64 +193,42 @@ class Store:
             return []
         rows = self._all(
             f"SELECT * FROM attachments WHERE id IN ({_placeholders(len(attachment_ids))})",
-            attachment_ids,
-        )
-        found = {
-            row["id"]: Attachment(row["id"], row["owner_id"], row["file_name"], row["size"])
-            for row in rows
-        }
+            attachment_ids)
+        found = {row["id"]: Attachment(row["id"], row["owner_id"], row["file_name"], row["size"])
+                 for row in rows}
         return [found[i] for i in dict.fromkeys(attachment_ids) if i in found]
 
-    # messages
+    # --- messages ------------------------------------------------------------------------
 
-    def create_message(
-        self,
-        chat_id: int,
-        user_id: int,
-        text: str | None,
-        reply_to_id: int | None = None,
-        attachment_ids: Sequence[int] = (),
-    ) -> Message:
+    def create_message(self, chat_id: int, user_id: int, text: str | None,
+                       reply_to_id: int | None = None,
+                       attachment_ids: Sequence[int] = ()) -> Message:
         created_at = now_iso()
         attachment_ids = tuple(dict.fromkeys(attachment_ids))
         with self._tx() as cur:
-            cur.execute(
-                "INSERT INTO messages (chat_id, user_id, text, reply_to_id, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (chat_id, user_id, text, reply_to_id, created_at),
-            )
+            cur.execute("INSERT INTO messages (chat_id, user_id, text, reply_to_id, created_at)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (chat_id, user_id, text, reply_to_id, created_at))
             message_id = cur.lastrowid
             assert message_id is not None
             cur.executemany(
                 "INSERT INTO message_attachments (message_id, attachment_id) VALUES (?, ?)",
-                ((message_id, a) for a in attachment_ids),
-            )
-        return Message(
-            message_id, chat_id, user_id, text, reply_to_id, created_at, None, attachment_ids
-        )
+                ((message_id, a) for a in attachment_ids))
+        return Message(message_id, chat_id, user_id, text, reply_to_id, created_at, None,
+                       attachment_ids)
 
     def get_message(self, message_id: int) -> Message | None:
         with self._lock:
-            row = self._conn.execute(
-                "SELECT * FROM messages WHERE id = ?", (message_id,)
-            ).fetchone()
+            row = self._conn.execute("SELECT * FROM messages WHERE id = ?",
+                                     (message_id,)).fetchone()
             if row is None:
                 return None
             attached = self._conn.execute(
                 "SELECT attachment_id FROM message_attachments WHERE message_id = ?"
-                " ORDER BY attachment_id",
-                (message_id,),
-            ).fetchall()
-        return Message(
-            row["id"],
-            row["chat_id"],
-            row["user_id"],
-            row["text"],
-            row["reply_to_id"],
-            row["created_at"],
-            row["edited_at"],
-            tuple(a[0] for a in attached),
-        )
+                " ORDER BY attachment_id", (message_id,)).fetchall()
+        return Message(row["id"], row["chat_id"], row["user_id"], row["text"],
+                       row["reply_to_id"], row["created_at"], row["edited_at"],
+                       tuple(a[0] for a in attached))
 
     def message_chats(self, message_ids: Sequence[int]) -> dict[int, int]:
         """Map each existing message id among these to its chat id."""
@@ -410,47 +236,36 @@ class Store:
             return {}
         rows = self._all(
             f"SELECT id, chat_id FROM messages WHERE id IN ({_placeholders(len(message_ids))})",
-            message_ids,
-        )
+            message_ids)
         return {row["id"]: row["chat_id"] for row in rows}
 
-    # reactions and reads
+    # --- reactions and reads -------------------------------------------------------------
 
     def add_reaction(self, message_id: int, user_id: int, emoji: str) -> tuple[Reaction, bool]:
         """Add a reaction; return it and whether it is new (the same triple is kept once)."""
         with self._tx() as cur:
-            cur.execute(
-                "INSERT OR IGNORE INTO reactions (message_id, user_id, emoji, created_at)"
-                " VALUES (?, ?, ?, ?)",
-                (message_id, user_id, emoji, now_iso()),
-            )
+            cur.execute("INSERT OR IGNORE INTO reactions (message_id, user_id, emoji, created_at)"
+                        " VALUES (?, ?, ?, ?)", (message_id, user_id, emoji, now_iso()))
             created = cur.rowcount > 0
-            row = cur.execute(
-                "SELECT created_at FROM reactions"
-                " WHERE message_id = ? AND user_id = ? AND emoji = ?",
-                (message_id, user_id, emoji),
-            ).fetchone()
+            row = cur.execute("SELECT created_at FROM reactions"
+                              " WHERE message_id = ? AND user_id = ? AND emoji = ?",
+                              (message_id, user_id, emoji)).fetchone()
         return Reaction(message_id, user_id, emoji, row["created_at"]), created
 
     def mark_read(self, message_ids: Iterable[int], user_id: int) -> None:
         """Record that the user read these messages (reading twice keeps the first time)."""
         read_at = now_iso()
         with self._tx() as cur:
-            cur.executemany(
-                "INSERT OR IGNORE INTO message_reads (message_id, user_id, read_at)"
-                " VALUES (?, ?, ?)",
-                ((message_id, user_id, read_at) for message_id in message_ids),
-            )
+            cur.executemany("INSERT OR IGNORE INTO message_reads (message_id, user_id, read_at)"
+                            " VALUES (?, ?, ?)",
+                            ((message_id, user_id, read_at) for message_id in message_ids))
 
     def read_count(self, message_id: int) -> int:
         row = self._one("SELECT COUNT(*) FROM message_reads WHERE message_id = ?", (message_id,))
         return 0 if row is None else int(row[0])
 
     def reactions(self, message_id: int) -> list[Reaction]:
-        rows = self._all(
-            "SELECT * FROM reactions WHERE message_id = ? ORDER BY rowid", (message_id,)
-        )
-        return [
-            Reaction(row["message_id"], row["user_id"], row["emoji"], row["created_at"])
-            for row in rows
-        ]
+        rows = self._all("SELECT * FROM reactions WHERE message_id = ? ORDER BY rowid",
+                         (message_id,))
+        return [Reaction(row["message_id"], row["user_id"], row["emoji"], row["created_at"])
+                for row in rows]
