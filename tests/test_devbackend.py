@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
 
 from gogate.devbackend import DevBackend, Store
@@ -22,12 +23,15 @@ from gogate.devbackend.tokens import (
     BadSignature,
     MalformedToken,
     TokenExpired,
-    issue_token,
-    verify_token,
+    TokenSigner,
+    new_private_key,
 )
 
 KEY = "test-internal-key"
 ROOT = Path(__file__).resolve().parent.parent
+# Signs with a key of its own: what a forger without the backend's private key can make.
+FORGER = TokenSigner(new_private_key())
+CLAIMS = {"user_id", "email", "first_name", "last_name", "username", "roles", "iat", "exp"}
 
 
 class Client:
@@ -101,32 +105,43 @@ async def api() -> AsyncIterator[Client]:
 
 
 def test_token_round_trip_and_failures() -> None:
-    secret = b"s" * 32
-    token = issue_token(secret, 42, 60)
-    assert verify_token(secret, token) == 42
+    key = new_private_key()
+    signer = TokenSigner(key)
+    token = signer.issue(42, 60)
+    assert signer.verify(token) == 42
     with pytest.raises(BadSignature):
-        verify_token(b"other", token)
+        FORGER.verify(token)
     with pytest.raises(TokenExpired):
-        verify_token(secret, issue_token(secret, 42, 0))
+        signer.verify(signer.issue(42, 0))
     with pytest.raises(TokenExpired):
-        verify_token(secret, token, now=time.time() + 61)
+        signer.verify(signer.issue(42, 60, now=time.time() - 61))
     header, payload, _ = token.split(".")
     for bad in ("", "a.b", "a.b.c", f"{header}.{payload}", f"{header}.{payload}.!!", "é.é.é"):
         with pytest.raises(MalformedToken):
-            verify_token(secret, bad)
-    # "alg": "none" is refused even without a signature
+            signer.verify(bad)
+    # "alg": "none" is refused even without a signature, and so is HS256 keyed with the
+    # public key (the classic algorithm confusion)
     with pytest.raises(MalformedToken):
-        verify_token(secret, f"eyJhbGciOiJub25lIn0.{payload}.")
+        signer.verify(f"eyJhbGciOiJub25lIn0.{payload}.")
+    hs256 = jwt.encode({"user_id": 42, "iat": 1, "exp": 2**31}, b"k" * 32, algorithm="HS256")
+    with pytest.raises(MalformedToken):
+        signer.verify(hs256)
+    for claims in ({"iat": 1, "exp": 2**31}, {"user_id": "42", "iat": 1, "exp": 2**31},
+                   {"user_id": 42, "exp": 2**31}, {"user_id": 42, "iat": 1}):
+        with pytest.raises(MalformedToken):
+            signer.verify(jwt.encode(claims, key, algorithm="RS256"))
 
 
-def test_store_keeps_secret_and_seeds_once(tmp_path: Path) -> None:
+def test_store_keeps_key_and_seeds_once(tmp_path: Path) -> None:
     path = str(tmp_path / "dev.sqlite3")
     store = Store(path)
     assert seed(store) is True
-    secret = store.jwt_secret
+    signer = TokenSigner.for_store(store)
+    token = signer.issue(1, 60)
     store.close()
     store = Store(path)
-    assert store.jwt_secret == secret
+    assert TokenSigner.for_store(store).verify(token) == 1
+    assert TokenSigner.for_store(store).public_pem == signer.public_pem
     assert seed(store) is False
     assert [u.id for u in store.members(1) or []] == [1, 2, 3]
     assert not store.is_member(1, 4)
@@ -134,6 +149,63 @@ def test_store_keeps_secret_and_seeds_once(tmp_path: Path) -> None:
     assert ids == [5, 6, 7]
     assert store.get_user(6) is not None
     store.close()
+
+
+# RS256 tokens and the public key
+
+
+async def public_key(api: Client) -> str:
+    """The PEM served at ``GET /api/dev/public-key``."""
+    async with api.session.get(f"{api.url}/api/dev/public-key") as resp:
+        assert resp.status == 200
+        assert resp.content_type == "application/x-pem-file"
+        return await resp.text()
+
+
+async def test_tokens_carry_the_real_backends_claims_and_verify_with_the_public_key(
+        api: Client) -> None:
+    pem = await public_key(api)
+    assert pem.startswith("-----BEGIN PUBLIC KEY-----")
+    assert Path(api.backend.public_key_path).read_text() == pem == api.backend.public_key
+    token = api.tokens[1]
+    assert jwt.get_unverified_header(token)["alg"] == "RS256"
+    claims = jwt.decode(token, pem, algorithms=["RS256"])
+    assert set(claims) == CLAIMS
+    assert {k: v for k, v in claims.items() if k not in ("iat", "exp")} == {
+        "user_id": 1, "email": "john@example.com", "first_name": "John", "last_name": "Doe",
+        "username": "john@example.com", "roles": ["ROLE_USER"]}
+    assert claims["exp"] - claims["iat"] in (86400, 86401)  # lives at least the TTL
+    assert abs(claims["iat"] - time.time()) < 5
+
+    minted = jwt.decode(await api.token(2, 60), pem, algorithms=["RS256"])
+    assert (minted["user_id"], minted["first_name"]) == (2, "Jane")
+    assert minted["exp"] - minted["iat"] in (60, 61)
+    expired = await api.token(2, -1)
+    with pytest.raises(jwt.ExpiredSignatureError):
+        jwt.decode(expired, pem, algorithms=["RS256"])
+
+    _, created = await api.call("POST", "/api/dev/users",
+                                {"first_name": "Eve", "last_name": "Green"})
+    _, minted_many = await api.call("POST", "/api/dev/tokens/bulk",
+                                    {"user_ids": [created["user"]["id"], 3, 424242]})
+    eve, carol, ghost = (jwt.decode(t, pem, algorithms=["RS256"])
+                         for t in minted_many["tokens"].values())
+    assert (eve["first_name"], eve["email"], eve["username"]) == ("Eve", None, "5")
+    assert (carol["user_id"], carol["username"]) == (3, "carol@example.com")
+    assert (ghost["user_id"], ghost["first_name"]) == (424242, None)
+    # what the backend signs, it also accepts
+    status, answer = await api.call("POST", "/api/internal/v1/auth/validate",
+                                    {"token": minted_many["tokens"]["3"]})
+    assert (status, answer["user"]["full_name"]) == (200, "Carol White")
+
+
+async def test_the_public_key_file_goes_away_on_stop() -> None:
+    backend = DevBackend(port=0)
+    path = Path(backend.public_key_path)
+    async with backend:
+        signed = backend.tokens()[4]
+        assert jwt.decode(signed, path.read_text(), algorithms=["RS256"])["user_id"] == 4
+    assert not path.exists() and not path.parent.exists()
 
 
 # internal API
@@ -167,7 +239,7 @@ async def test_validate_errors(api: Client) -> None:
     for bad in (b"not json", b"[1]", b'{"token": 5}', b"{}", b""):
         status, answer = await api.call("POST", path, data=bad)
         assert status == 400 and isinstance(answer["error"], str)
-    forged = issue_token(b"another secret", 1, 60)
+    forged = FORGER.issue(1, 60)
     assert await api.call("POST", path, {"token": forged}) == (401, {"error": "Invalid token"})
     assert await api.call("POST", path, {"token": "x.y"}) == (401, {"error": "Invalid token"})
     expired = await api.token(1, -1)
@@ -293,7 +365,7 @@ async def test_send_message_errors(api: Client) -> None:
 
 async def test_user_api_requires_a_valid_token(api: Client) -> None:
     expired = await api.token(1, 0)
-    forged = issue_token(b"another secret", 1, 60)
+    forged = FORGER.issue(1, 60)
     ghost = await api.token(12345, 60)
     requests = [
         ("/api/v1/messages", {"chat_id": 1, "content": "x"}),
@@ -532,7 +604,8 @@ def _free_port() -> int:
 async def test_command_line_prints_tokens_and_stops_on_sigterm(tmp_path: Path) -> None:
     port = _free_port()
     db = tmp_path / "cli.sqlite3"
-    argv = ["--port", str(port), "--db", str(db), "--quiet"]
+    key_file = tmp_path / "public.pem"
+    argv = ["--port", str(port), "--db", str(db), "--public-key-out", str(key_file), "--quiet"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "gogate.devbackend", *argv],
         cwd=ROOT,
@@ -561,15 +634,17 @@ async def test_command_line_prints_tokens_and_stops_on_sigterm(tmp_path: Path) -
         ):
             answer = await resp.json()
         assert answer["user"]["full_name"] == "Dave Black"
+        claims = jwt.decode(tokens[4], key_file.read_text(), algorithms=["RS256"])
+        assert (claims["user_id"], claims["last_name"]) == (4, "Black")
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 10) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    # the same database keeps the secret, so the printed tokens stay valid
+    # the same database keeps the key, so the printed tokens stay valid
     store = Store(str(db))
-    assert verify_token(store.jwt_secret, tokens[1]) == 1
+    assert TokenSigner.for_store(store).verify(tokens[1]) == 1
     store.close()
 
 
@@ -602,3 +677,73 @@ async def test_junk_bodies_never_answer_500(api: Client) -> None:
             assert 400 <= status < 500, (path, data, status)
     for data in junk[:-1]:
         assert await api.status("PUT", "/api/dev/faults", data=data) == 400, data
+
+
+# the original Go gateway's shapes
+
+
+@pytest.fixture
+async def legacy() -> AsyncIterator[Client]:
+    backend = DevBackend(port=0, internal_api_key=KEY, legacy_shapes=True)
+    await backend.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield Client(session, backend)
+    finally:
+        await backend.stop()
+
+
+async def test_legacy_shapes_of_users_and_members(legacy: Client) -> None:
+    status, body = await legacy.call("POST", "/api/internal/v1/auth/validate",
+                                     {"token": legacy.tokens[1]})
+    assert (status, body) == (200, {"valid": True, "user": {
+        "id": 1, "user_id": 1, "name": "John Doe", "phone": "+79991234567", "active": True}})
+    status, body = await legacy.call("GET", "/api/internal/v1/chats/3/members")
+    assert (status, body) == (200, {"chat_id": 3, "members": [
+        {"user_id": 3, "name": "Carol White", "phone": "+79991234569"},
+        {"user_id": 4, "name": "Dave Black", "phone": "+79991234570"}]})
+    assert await legacy.call("GET", "/api/internal/v1/chats/9/members") == (
+        404, {"error": "Chat not found"})
+
+
+async def test_legacy_shapes_of_message_bodies(legacy: Client) -> None:
+    path = "/api/v1/messages"
+    # exactly what the original sends for a client's {"chat_id": 1, "text": "Hello!"}
+    go_body = {"chatId": 1, "text": "Hello!", "replyToId": None, "attachmentIds": None}
+    status, first = await legacy.call("POST", path, go_body, user=2)
+    assert status == 201, first
+    assert (first["chat_id"], first["text"], first["user"]["id"]) == (1, "Hello!", 2)
+    status, reply = await legacy.call(
+        "POST", path, {"chatId": 1, "text": "", "replyToId": first["id"], "attachmentIds": [1]},
+        user=1)
+    assert status == 201, reply
+    assert (reply["type"], reply["reply_to"]["id"], reply["attachments"][0]["id"]) == (
+        "file", first["id"], 1)
+
+    status, answer = await legacy.call("POST", path, {"chat_id": 1, "content": "x"}, user=1)
+    assert status == 400 and answer["error"] == "Validation failed"
+    assert "chatId" in answer["details"]
+    status, answer = await legacy.call("POST", path, {**go_body, "text": ""}, user=1)
+    assert status == 400 and "text" in answer["details"]
+    assert await legacy.call("POST", path, go_body, user=4) == (
+        403, {"error": "Access denied to this chat"})
+    status, answer = await legacy.call("POST", path, go_body, token="garbage")
+    assert status == 401 and answer["error"] == "Unauthorized"
+
+    read = "/api/v1/messages/read"
+    assert await legacy.call("POST", read, {"messageIds": [first["id"]]}, user=3) == (
+        200, {"read": [first["id"]], "user_id": 3})
+    status, answer = await legacy.call("POST", read, {"message_ids": [first["id"]]}, user=3)
+    assert status == 400 and "messageIds" in answer["details"]
+    reaction = f"/api/v1/messages/{first['id']}/reactions"
+    assert await legacy.status("POST", reaction, {"emoji": "👍"}, user=3) == 201
+
+
+async def test_legacy_shapes_leave_the_development_helpers_alone(legacy: Client) -> None:
+    status, created = await legacy.call("POST", "/api/dev/users",
+                                        {"first_name": "Eve", "last_name": "Green"})
+    assert status == 201 and created["user"]["full_name"] == "Eve Green"
+    assert await legacy.call("POST", "/api/dev/chats/99/members", {"user_id": 1}) == (
+        404, {"message": "Chat not found"})
+    _, stats = await legacy.call("GET", "/api/dev/stats")
+    assert stats["calls"]["validate"] == 0

@@ -1,16 +1,30 @@
 """The calls gogate makes: the internal API (token validation, member lists) and the user API
-(messages, reactions, read receipts), answered as the real BuzzChat backend answers them.
+(messages, reactions, read receipts), answered as the real BuzzChat backend answers them, or,
+with ``legacy_shapes``, in the shapes the original Go gateway reads and sends.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from .bodies import MarkRead, React, SendMessage, decode, decode_token, path_id, unique
+from .bodies import (
+    LegacyMarkRead,
+    LegacySendMessage,
+    MarkRead,
+    React,
+    SendMessage,
+    decode,
+    decode_token,
+    path_id,
+    unique,
+    wire_name,
+)
 from .replies import (
     Fail,
     invalid,
     json_response,
+    legacy_member_json,
+    legacy_user_json,
     member_json,
     message_json,
     reaction_json,
@@ -38,7 +52,8 @@ async def validate(request: web.Request) -> web.Response:
     user = state.store.get_user(user_id)
     if user is None or not user.is_active:
         return json_response({"valid": False})
-    return json_response({"valid": True, "user": user_json(user)})
+    shape = legacy_user_json if state.legacy_shapes else user_json
+    return json_response({"valid": True, "user": shape(user)})
 
 
 async def members(request: web.Request) -> web.Response:
@@ -49,7 +64,8 @@ async def members(request: web.Request) -> web.Response:
     found = None if chat_id is None else state.store.members(chat_id)
     if found is None:
         raise Fail(404, {"error": "Chat not found"})
-    return json_response({"chat_id": chat_id, "members": [member_json(m) for m in found]})
+    shape = legacy_member_json if state.legacy_shapes else member_json
+    return json_response({"chat_id": chat_id, "members": [shape(m) for m in found]})
 
 
 # --- user API (Authorization: Bearer) -------------------------------------------------------
@@ -60,22 +76,24 @@ async def send_message(request: web.Request) -> web.Response:
     state = request.app[STATE]
     store = state.store
     sender = state.caller(request)
-    body = await decode(request, SendMessage)
+    kind: type[SendMessage | LegacySendMessage] = (LegacySendMessage if state.legacy_shapes
+                                                   else SendMessage)
+    body = await decode(request, kind)
     attachment_ids = unique(body.attachment_ids)
     text = body.content if body.content is not None and body.content.strip() else None
     if text is None and not attachment_ids:
-        raise invalid({"content": "must not be blank"})
+        raise invalid({wire_name(kind, "content"): "must not be blank"})
 
     if not store.chat_exists(body.chat_id):
         raise Fail(404, {"message": "Chat not found"})
     state.require_member(body.chat_id, sender.id)
     reply = None if body.reply_to_id is None else store.get_message(body.reply_to_id)
     if body.reply_to_id is not None and (reply is None or reply.chat_id != body.chat_id):
-        raise invalid({"reply_to_id": "no such message in this chat"})
+        raise invalid({wire_name(kind, "reply_to_id"): "no such message in this chat"})
     attachments = store.attachments(attachment_ids)
     if (len(attachments) != len(attachment_ids)
             or any(a.owner_id != sender.id for a in attachments)):
-        raise invalid({"attachment_ids": "unknown attachment or not yours"})
+        raise invalid({wire_name(kind, "attachment_ids"): "unknown attachment or not yours"})
 
     message = store.create_message(body.chat_id, sender.id, text, body.reply_to_id,
                                    attachment_ids)
@@ -101,7 +119,8 @@ async def mark_read(request: web.Request) -> web.Response:
     """``POST /api/v1/messages/read``: record read receipts for messages of the caller's chats."""
     state = request.app[STATE]
     user = state.caller(request)
-    message_ids = unique((await decode(request, MarkRead)).message_ids)
+    kind: type[MarkRead | LegacyMarkRead] = LegacyMarkRead if state.legacy_shapes else MarkRead
+    message_ids = unique((await decode(request, kind)).message_ids)
     chats = state.store.message_chats(message_ids)
     if len(chats) != len(message_ids):
         raise Fail(404, {"message": "Message not found"})

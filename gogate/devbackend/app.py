@@ -17,17 +17,24 @@ Routes::
                                         POST /api/dev/attachments
                                         PUT|DELETE /api/dev/faults
                                         GET|DELETE /api/dev/stats
+                                        GET  /api/dev/public-key
+
+Tokens are RS256 JWTs shaped like the real backend's (see ``tokens``); the public key that
+verifies them is served at ``/api/dev/public-key`` and written to ``DevBackend.public_key_path``.
+With ``legacy_shapes`` the backend speaks the shapes the original Go gateway reads and sends
+(users and members with ``user_id`` and ``name``, camelCase message bodies, ``error`` in every
+refusal), so that gateway can run against it.
 
 Modules: ``bodies`` (what requests carry), ``replies`` (what it answers), ``state`` (what the
 handlers share), ``middleware``, ``api`` (the calls gogate makes), ``devapi`` (the helpers),
-``store`` / ``records`` / ``schema`` (the data) and ``tokens``.
+``store`` / ``records`` / ``schema`` (the data) and ``tokens`` (signing and verifying).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
+import shutil
 import tempfile
 
 from aiohttp import web
@@ -37,21 +44,27 @@ from .demo import DEMO_USERS, seed
 from .middleware import count_calls, errors_as_json, inject_faults
 from .state import CALL_NAMES, STATE, State
 from .store import Store
+from .tokens import TokenSigner
 
 __all__ = ["CALL_NAMES", "DevBackend", "create_app"]
 
 log = logging.getLogger("gogate.devbackend")
 
 
-def create_app(store: Store, internal_api_key: str, *,
-               token_ttl: float = 86400.0) -> web.Application:
+def create_app(store: Store, internal_api_key: str, *, token_ttl: float = 86400.0,
+               signer: TokenSigner | None = None,
+               legacy_shapes: bool = False) -> web.Application:
     """The development backend's application over ``store``.
 
     ``internal_api_key`` guards the internal API; ``token_ttl`` is the lifetime in seconds of
-    tokens minted by ``/api/dev/`` when the request names none.
+    tokens minted by ``/api/dev/`` when the request names none; ``signer`` signs the tokens
+    (by default with the key kept in ``store``); ``legacy_shapes`` answers in the original
+    Go gateway's shapes.
     """
     app = web.Application(middlewares=[errors_as_json, count_calls, inject_faults])
-    app[STATE] = State(store, internal_api_key, token_ttl)
+    if signer is None:
+        signer = TokenSigner.for_store(store)
+    app[STATE] = State(store, signer, internal_api_key, token_ttl, legacy_shapes)
     r = app.router
     r.add_post("/api/internal/v1/auth/validate", api.validate, name="validate")
     r.add_get(r"/api/internal/v1/chats/{chat_id:\d+}/members", api.members, name="members")
@@ -71,6 +84,7 @@ def create_app(store: Store, internal_api_key: str, *,
     r.add_delete("/api/dev/faults", devapi.clear_faults)
     r.add_get("/api/dev/stats", devapi.stats)
     r.add_delete("/api/dev/stats", devapi.reset_stats)
+    r.add_get("/api/dev/public-key", devapi.public_key)
     return app
 
 
@@ -78,27 +92,35 @@ class DevBackend:
     """The development backend served on ``host:port`` inside the running event loop.
 
     ``port=0`` picks a free port; :meth:`start` returns the base URL with the real one.
-    Without ``db_path`` the data lives in a fresh temporary file removed by :meth:`stop`.
-    A store that is empty gets the demo users and chats of :mod:`gogate.devbackend.demo`.
+    It keeps a temporary directory, removed by :meth:`stop`, that holds ``public_key_path``
+    (the PEM of the key that verifies its tokens, for ``JWT_PUBLIC_KEY``) and, without
+    ``db_path``, the database. A store that is empty gets the demo users and chats of
+    :mod:`gogate.devbackend.demo`. ``legacy_shapes`` answers in the original Go gateway's
+    shapes.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8000, db_path: str | None = None,
                  internal_api_key: str = "dev-internal-key", token_ttl: float = 86400.0, *,
-                 access_log: bool = False) -> None:
+                 access_log: bool = False, legacy_shapes: bool = False) -> None:
         self.host = host
         self.port = port
+        self._temp_dir: str | None = tempfile.mkdtemp(prefix="gogate-dev-")
+        self.db_path = db_path or os.path.join(self._temp_dir, "dev.sqlite3")
         self.internal_api_key = internal_api_key
         self.token_ttl = token_ttl
+        self.legacy_shapes = legacy_shapes
         self._access_log = access_log
-        self._temp_path: str | None = None
-        if db_path is None:
-            fd, db_path = tempfile.mkstemp(prefix="gogate-dev-", suffix=".sqlite3")
-            os.close(fd)
-            self._temp_path = db_path
-        self.db_path = db_path
-        self.store = Store(db_path)
+        self.store = Store(self.db_path)
         seed(self.store)
-        self._app = create_app(self.store, internal_api_key, token_ttl=token_ttl)
+        signer = TokenSigner.for_store(self.store)
+        #: The PEM text of the public key that verifies this backend's tokens.
+        self.public_key: str = signer.public_pem.decode("ascii")
+        #: A file holding :attr:`public_key`, removed by :meth:`stop`.
+        self.public_key_path = os.path.join(self._temp_dir, "jwt-public-key.pem")
+        with open(self.public_key_path, "w", encoding="ascii") as file:
+            file.write(self.public_key)
+        self._app = create_app(self.store, internal_api_key, token_ttl=token_ttl, signer=signer,
+                               legacy_shapes=legacy_shapes)
         self.url: str | None = None
         self._runner: web.AppRunner | None = None
         self._tokens: dict[int, str] | None = None
@@ -129,16 +151,15 @@ class DevBackend:
         return self.url
 
     async def stop(self) -> None:
-        """Stop serving, close the database and remove it if it was temporary."""
+        """Stop serving, close the database and remove the temporary directory (with the
+        public key file, and the database when it was temporary)."""
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
         self.store.close()
-        if self._temp_path is not None:
-            for suffix in ("", "-wal", "-shm"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(self._temp_path + suffix)
-            self._temp_path = None
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None
 
     async def __aenter__(self) -> DevBackend:
         await self.start()

@@ -4,6 +4,9 @@ A body that does not decode into its Struct is answered as the real backend answ
 request: ``400 {"message": "Validation failed", "details": {field: reason}}``, naming the first
 field at fault (``body`` when the body is not a JSON object at all). Rules that need the
 database (does the chat exist, is the attachment yours) are the handlers' business.
+
+With ``legacy_shapes`` the user API takes the bodies the original Go gateway sends instead
+(the ``Legacy*`` Structs: camelCase names, the text as ``text``).
 """
 
 from __future__ import annotations
@@ -17,9 +20,27 @@ from msgspec import Meta
 
 from .replies import Fail, invalid
 
-__all__ = ["AddMember", "CreateAttachment", "CreateChat", "CreateUser", "CreateUsers", "MarkRead",
-           "MintToken", "MintTokens", "React", "SendMessage", "SetFaults", "TokenBody", "decode",
-           "decode_token", "path_id", "unique"]
+__all__ = [
+    "AddMember",
+    "CreateAttachment",
+    "CreateChat",
+    "CreateUser",
+    "CreateUsers",
+    "LegacyMarkRead",
+    "LegacySendMessage",
+    "MarkRead",
+    "MintToken",
+    "MintTokens",
+    "React",
+    "SendMessage",
+    "SetFaults",
+    "TokenBody",
+    "decode",
+    "decode_token",
+    "path_id",
+    "unique",
+    "wire_name",
+]
 
 MAX_ID = 2**63 - 1  # SQLite's INTEGER range
 MAX_TEXT = 4000  # characters in one message
@@ -51,12 +72,31 @@ class SendMessage(msgspec.Struct):
     attachment_ids: Annotated[list[Id], Meta(max_length=MAX_ATTACHMENTS)] | None = None
 
 
+class LegacySendMessage(msgspec.Struct):
+    """A message as the original Go gateway sends it: camelCase, the text as ``text``, every
+    field present (``""``, ``null`` when the client gave none)."""
+
+    chat_id: Id = msgspec.field(name="chatId")
+    content: Annotated[str, Meta(max_length=MAX_TEXT)] | None = msgspec.field(default=None,
+                                                                              name="text")
+    reply_to_id: Id | None = msgspec.field(default=None, name="replyToId")
+    attachment_ids: Annotated[list[Id], Meta(max_length=MAX_ATTACHMENTS)] | None = \
+        msgspec.field(default=None, name="attachmentIds")
+
+
 class React(msgspec.Struct):
     emoji: Annotated[str, Meta(min_length=1, max_length=MAX_EMOJI, pattern=r"\S")]
 
 
 class MarkRead(msgspec.Struct):
     message_ids: Annotated[list[Id], Meta(min_length=1, max_length=MAX_READ_BATCH)]
+
+
+class LegacyMarkRead(msgspec.Struct):
+    """Read receipts as the original Go gateway sends them."""
+
+    message_ids: Annotated[list[Id], Meta(min_length=1, max_length=MAX_READ_BATCH)] = \
+        msgspec.field(name="messageIds")
 
 
 # --- the development helpers ----------------------------------------------------------------
@@ -154,6 +194,14 @@ async def decode_token(request: web.Request) -> str:
         return _decoder(TokenBody).decode(await request.read()).token
     except msgspec.DecodeError:  # ValidationError is a DecodeError
         raise Fail(400, {"error": 'Request body must be {"token": string}'}) from None
+
+
+def wire_name(kind: type[msgspec.Struct], field: str) -> str:
+    """The name a field of ``kind`` has in JSON, for a refusal that names it."""
+    for info in msgspec.structs.fields(kind):
+        if info.name == field:
+            return info.encode_name
+    raise KeyError(field)
 
 
 def path_id(request: web.Request, name: str) -> int | None:

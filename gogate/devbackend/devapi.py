@@ -1,5 +1,6 @@
 """The development helpers under ``/api/dev/`` (no authentication): create users, chats,
-members, attachments and tokens, inject faults, and read the call counts.
+members, attachments and tokens, publish the tokens' public key, inject faults, and read
+the call counts.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from .replies import Fail, attachment_json, invalid, json_response, user_json
 from .state import CALL_NAMES, STATE, Fault
 
 __all__ = ["add_member", "clear_faults", "create_attachment", "create_chat", "create_user",
-           "create_users", "mint_token", "mint_tokens", "remove_member", "reset_stats",
-           "set_faults", "stats"]
+           "create_users", "mint_token", "mint_tokens", "public_key", "remove_member",
+           "reset_stats", "set_faults", "stats"]
 
 log = logging.getLogger("gogate.devbackend")
 
@@ -56,10 +57,15 @@ async def mint_token(request: web.Request) -> web.Response:
 
 
 async def mint_tokens(request: web.Request) -> web.Response:
-    state = request.app[STATE]
     body = await decode(request, MintTokens)
-    tokens = {str(i): state.issue(i, body.ttl) for i in unique(body.user_ids)}
-    return json_response({"tokens": tokens})
+    tokens = await request.app[STATE].issue_many(unique(body.user_ids), body.ttl)
+    return json_response({"tokens": {str(i): token for i, token in tokens.items()}})
+
+
+async def public_key(request: web.Request) -> web.Response:
+    """The PEM of the key that verifies this backend's tokens (``JWT_PUBLIC_KEY``)."""
+    return web.Response(body=request.app[STATE].signer.public_pem,
+                        content_type="application/x-pem-file")
 
 
 # --- chats, members and attachments ---------------------------------------------------------

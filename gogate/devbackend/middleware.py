@@ -20,9 +20,15 @@ log = logging.getLogger("gogate.devbackend")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error_key(path: str) -> str:
-    """The field that carries an error's text: the internal API says ``error``."""
-    return "error" if path.startswith("/api/internal/") else "message"
+def _error_key(request: web.Request) -> str:
+    """The field that carries an error's text: the internal API says ``error``, the user API
+    ``message`` (``error`` too with legacy shapes: the original Go gateway reads no other)."""
+    path = request.path
+    if path.startswith("/api/internal/"):
+        return "error"
+    if path.startswith("/api/v1/") and request.app[STATE].legacy_shapes:
+        return "error"
+    return "message"
 
 
 @web.middleware
@@ -31,17 +37,20 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     try:
         return await handler(request)
     except Fail as fail:
-        return json_response(fail.body, fail.status)
+        body = fail.body
+        if "message" in body and _error_key(request) == "error":
+            body = {"error" if k == "message" else k: v for k, v in body.items()}
+        return json_response(body, fail.status)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = json_response({_error_key(request.path): exc.reason}, exc.status)
+        response = json_response({_error_key(request): exc.reason}, exc.status)
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return json_response({_error_key(request.path): "Internal server error"}, 500)
+        return json_response({_error_key(request): "Internal server error"}, 500)
 
 
 @web.middleware
@@ -70,4 +79,4 @@ async def inject_faults(request: web.Request, handler: Handler) -> web.StreamRes
         await asyncio.sleep(fault.delay)
     if fault.status is None:
         return await handler(request)
-    return json_response({_error_key(path): "Injected failure"}, fault.status)
+    return json_response({_error_key(request): "Injected failure"}, fault.status)

@@ -52,6 +52,18 @@ def member_json(user: User) -> dict[str, Any]:
     return {"id": user.id, "full_name": user.full_name, "phone": user.phone}
 
 
+def legacy_user_json(user: User) -> dict[str, Any]:
+    """A validated user as the original Go gateway reads it: ``id``, ``name``, ``phone`` and
+    ``active`` (``user_id`` too, the name its member lists use)."""
+    return {"id": user.id, "user_id": user.id, "name": user.full_name, "phone": user.phone,
+            "active": user.is_active}
+
+
+def legacy_member_json(user: User) -> dict[str, Any]:
+    """A chat member as the original Go gateway reads it: ``user_id`` and ``name``."""
+    return {"user_id": user.id, "name": user.full_name, "phone": user.phone}
+
+
 def attachment_json(attachment: Attachment) -> dict[str, Any]:
     return {"id": attachment.id, "file_name": attachment.file_name, "size": attachment.size,
             "url": attachment.url}

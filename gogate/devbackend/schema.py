@@ -28,8 +28,7 @@ CREATE TABLE IF NOT EXISTS chats (
 CREATE TABLE IF NOT EXISTS chat_members (
     chat_id INTEGER NOT NULL REFERENCES chats(id),
     user_id INTEGER NOT NULL REFERENCES users(id),
-    PRIMARY KEY (chat_id, user_id)
-) WITHOUT ROWID;
+    PRIMARY KEY (chat_id, user_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS attachments (
     id INTEGER PRIMARY KEY,
     owner_id INTEGER NOT NULL REFERENCES users(id),
@@ -49,8 +48,7 @@ CREATE INDEX IF NOT EXISTS messages_by_chat ON messages (chat_id, id);
 CREATE TABLE IF NOT EXISTS message_attachments (
     message_id INTEGER NOT NULL REFERENCES messages(id),
     attachment_id INTEGER NOT NULL REFERENCES attachments(id),
-    PRIMARY KEY (message_id, attachment_id)
-) WITHOUT ROWID;
+    PRIMARY KEY (message_id, attachment_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS reactions (
     message_id INTEGER NOT NULL REFERENCES messages(id),
     user_id INTEGER NOT NULL REFERENCES users(id),
@@ -62,8 +60,7 @@ CREATE TABLE IF NOT EXISTS message_reads (
     message_id INTEGER NOT NULL REFERENCES messages(id),
     user_id INTEGER NOT NULL REFERENCES users(id),
     read_at TEXT NOT NULL,
-    PRIMARY KEY (message_id, user_id)
-) WITHOUT ROWID;
+    PRIMARY KEY (message_id, user_id)) WITHOUT ROWID;
 """
 
 #: The schema's statements, in the order they run.

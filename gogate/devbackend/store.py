@@ -9,7 +9,6 @@ connection to one caller at a time should the store be shared with another threa
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -51,10 +50,6 @@ class Store:
         with self._tx() as cur:
             for statement in STATEMENTS:
                 cur.execute(statement)
-            cur.execute("INSERT OR IGNORE INTO settings (key, value) VALUES ('jwt_secret', ?)",
-                        (os.urandom(32).hex(),))
-            row = cur.execute("SELECT value FROM settings WHERE key = 'jwt_secret'").fetchone()
-        self.jwt_secret: bytes = bytes.fromhex(row["value"])
 
     def close(self) -> None:
         with self._lock:
@@ -88,6 +83,18 @@ class Store:
             "SELECT NOT EXISTS (SELECT 1 FROM users) AND NOT EXISTS (SELECT 1 FROM chats)")
         return row is not None and bool(row[0])
 
+    def setting(self, key: str) -> str | None:
+        """A value the backend keeps for itself (such as its token key), or None."""
+        row = self._one("SELECT value FROM settings WHERE key = ?", (key,))
+        return None if row is None else str(row["value"])
+
+    def keep_setting(self, key: str, value: str) -> str:
+        """Store ``value`` under ``key`` unless one is there already; return the kept one."""
+        with self._tx() as cur:
+            cur.execute("INSERT OR IGNORE INTO settings (key, value) VALUES (?, ?)", (key, value))
+            row = cur.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return str(row["value"])
+
     # --- users ---------------------------------------------------------------------------
 
     def create_user(self, first_name: str, last_name: str, *, email: str | None = None,
@@ -115,6 +122,12 @@ class Store:
     def get_user(self, user_id: int) -> User | None:
         row = self._one("SELECT * FROM users WHERE id = ?", (user_id,))
         return None if row is None else user_from_row(row)
+
+    def users(self, user_ids: Sequence[int]) -> dict[int, User]:
+        """The users among these ids that exist, by id (one query however many)."""
+        rows = self._all("SELECT * FROM users WHERE id IN (SELECT value FROM json_each(?))",
+                         (json.dumps(list(user_ids)),))
+        return {row["id"]: user_from_row(row) for row in rows}
 
     # --- chats and members ---------------------------------------------------------------
 

@@ -1,35 +1,39 @@
-"""HS256 JSON Web Tokens, as the BuzzChat backend issues them to its users.
+"""RS256 JSON Web Tokens shaped like the real BuzzChat backend's (LexikJWT).
 
-A token carries three claims: ``sub`` (the user id as a string), ``iat`` and ``exp``
-(whole seconds since the epoch). It is valid while the current time is before ``exp``.
+A token carries ``user_id``, ``email``, ``first_name``, ``last_name``, ``username`` (the
+email, the backend's user identifier), ``roles``, ``iat`` and ``exp`` (whole seconds since the
+epoch), signed with the backend's RSA key. It is valid while the current time is before
+``exp``. Whoever holds the public key can verify a token without asking the backend; that is
+what ``gogate --dev`` does.
 
 Exceptions::
 
     TokenError
-    ├── MalformedToken    not three base64url parts, not JSON, wrong algorithm, bad claims
-    ├── BadSignature      well formed, but signed with another secret
+    ├── MalformedToken    not a JWT, not RS256, or without a user id, ``iat`` or ``exp``
+    ├── BadSignature      well formed, but signed with another key
     └── TokenExpired      genuine, but ``exp`` has passed
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
+import functools
 import math
 import time
 from typing import Any
 
-import msgspec
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-__all__ = [
-    "BadSignature",
-    "MalformedToken",
-    "TokenError",
-    "TokenExpired",
-    "issue_token",
-    "verify_token",
-]
+from .records import User
+from .store import Store
+
+__all__ = ["ALGORITHM", "BadSignature", "MalformedToken", "TokenError", "TokenExpired",
+           "TokenSigner", "new_private_key"]
+
+ALGORITHM = "RS256"
+KEY_SIZE = 2048  # bits: the smallest RSA key PyJWT and LexikJWT accept without a warning
+_SETTING = "jwt_private_key"  # where the store keeps the key, as PKCS#8 PEM
 
 
 class TokenError(Exception):
@@ -37,93 +41,93 @@ class TokenError(Exception):
 
 
 class MalformedToken(TokenError):
-    """The token is not a well-formed HS256 JWT with the expected claims."""
+    """The token is not an RS256 JWT with the expected claims."""
 
 
 class BadSignature(TokenError):
-    """The token's signature does not match the secret."""
+    """The token's signature does not match the backend's key."""
 
 
 class TokenExpired(TokenError):
     """The token was genuine but its ``exp`` has passed."""
 
 
-_HEADER = b'{"alg":"HS256","typ":"JWT"}'
-_ENCODER = msgspec.json.Encoder()
-_DECODER = msgspec.json.Decoder()
+def new_private_key() -> rsa.RSAPrivateKey:
+    """A fresh RSA key pair for signing tokens."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=KEY_SIZE)
 
 
-def _b64encode(data: bytes) -> bytes:
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
+@functools.cache
+def _process_key() -> rsa.RSAPrivateKey:
+    """The key pair given to every fresh database of this process, made at first use.
 
-
-_B64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-
-
-def _b64decode(part: bytes) -> bytes:
-    """Decode unpadded base64url, refusing (ValueError) any byte outside its alphabet."""
-    if part.translate(None, _B64URL_ALPHABET):
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(part + b"=" * (-len(part) % 4))
-
-
-def _sign(secret: bytes, signing_input: bytes) -> bytes:
-    return hmac.new(secret, signing_input, hashlib.sha256).digest()
-
-
-def issue_token(secret: bytes, user_id: int, ttl: float, *, now: float | None = None) -> str:
-    """Return a token for ``user_id`` that lives ``ttl`` seconds.
-
-    A positive ``ttl`` is rounded up to the next whole second so the token lives at least
-    that long; ``ttl <= 0`` gives a token that is already expired.
+    Making an RSA key takes 50-200 ms of CPU; a test run starts hundreds of backends, each on
+    a fresh database, so they share the one their process made.
     """
-    issued = time.time() if now is None else now
+    return new_private_key()
+
+
+def _claims(user_id: int, user: User | None, issued: float, ttl: float) -> dict[str, Any]:
     exp = math.ceil(issued + ttl) if ttl > 0 else math.floor(issued + ttl)
-    claims = {"sub": str(user_id), "iat": int(issued), "exp": exp}
-    signing_input = _b64encode(_HEADER) + b"." + _b64encode(_ENCODER.encode(claims))
-    signature = _b64encode(_sign(secret, signing_input))
-    return (signing_input + b"." + signature).decode("ascii")
+    email = None if user is None else user.email
+    return {"user_id": user_id, "email": email,
+            "first_name": None if user is None else user.first_name,
+            "last_name": None if user is None else user.last_name,
+            "username": email if email is not None else str(user_id),
+            "roles": ["ROLE_USER"] if user is None else list(user.roles),
+            "iat": int(issued), "exp": exp}
 
 
-def _decode_object(part: bytes) -> dict[str, Any]:
-    try:
-        value = _DECODER.decode(_b64decode(part))
-    except (ValueError, msgspec.DecodeError) as exc:
-        raise MalformedToken("token part is not base64url JSON") from exc
-    if not isinstance(value, dict):
-        raise MalformedToken("token part is not a JSON object")
-    return value
+class TokenSigner:
+    """Issues and verifies the backend's tokens with one RSA key pair."""
 
+    def __init__(self, private_key: rsa.RSAPrivateKey) -> None:
+        self._private = private_key
+        self._public = private_key.public_key()
+        self.public_pem: bytes = self._public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
-def verify_token(secret: bytes, token: str, *, now: float | None = None) -> int:
-    """Return the user id the token was issued for, or raise a :class:`TokenError`."""
-    try:
-        raw = token.encode("ascii")
-    except UnicodeEncodeError as exc:
-        raise MalformedToken("token is not ASCII") from exc
-    parts = raw.split(b".")
-    if len(parts) != 3:
-        raise MalformedToken("token does not have three parts")
-    header_part, payload_part, signature_part = parts
+    @classmethod
+    def for_store(cls, store: Store) -> TokenSigner:
+        """The signer of the key kept in ``store``; a store without one gets the process's."""
+        pem = store.setting(_SETTING)
+        if pem is None:
+            key = _process_key()
+            fresh = key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()).decode("ascii")
+            pem = store.keep_setting(_SETTING, fresh)
+            if pem == fresh:
+                return cls(key)
+        loaded = serialization.load_pem_private_key(pem.encode("ascii"), password=None)
+        if not isinstance(loaded, rsa.RSAPrivateKey):
+            raise ValueError("the stored token key is not an RSA key")
+        return cls(loaded)
 
-    header = _decode_object(header_part)
-    if header.get("alg") != "HS256":
-        raise MalformedToken("token algorithm is not HS256")
-    try:
-        signature = _b64decode(signature_part)
-    except ValueError as exc:
-        raise MalformedToken("token signature is not base64url") from exc
-    expected = _sign(secret, header_part + b"." + payload_part)
-    if not hmac.compare_digest(signature, expected):
-        raise BadSignature("token signature does not match")
+    def issue(self, user_id: int, ttl: float, *, user: User | None = None,
+              now: float | None = None) -> str:
+        """Return a token for ``user_id`` (with the claims of ``user`` when given) that lives
+        ``ttl`` seconds.
 
-    claims = _decode_object(payload_part)
-    sub, exp = claims.get("sub"), claims.get("exp")
-    if not isinstance(sub, str) or not sub.isascii() or not sub.isdigit():
-        raise MalformedToken("token subject is not a user id")
-    if not isinstance(exp, int | float) or isinstance(exp, bool):
-        raise MalformedToken("token has no expiry")
-    current = time.time() if now is None else now
-    if exp <= current:
-        raise TokenExpired("token expired")
-    return int(sub)
+        A positive ``ttl`` is rounded up to the next whole second so the token lives at least
+        that long; ``ttl <= 0`` gives a token that is already expired.
+        """
+        issued = time.time() if now is None else now
+        return jwt.encode(_claims(user_id, user, issued, ttl), self._private,
+                          algorithm=ALGORITHM)
+
+    def verify(self, token: str) -> int:
+        """Return the user id the token was issued for, or raise a :class:`TokenError`."""
+        try:
+            claims = jwt.decode(token, self._public, algorithms=[ALGORITHM],
+                                options={"require": ["user_id", "iat", "exp"]})
+        except jwt.ExpiredSignatureError:
+            raise TokenExpired("token expired") from None
+        except jwt.InvalidSignatureError:
+            raise BadSignature("token signature does not match") from None
+        except jwt.InvalidTokenError as exc:
+            raise MalformedToken(str(exc)) from None
+        user_id = claims["user_id"]
+        if type(user_id) is not int or user_id <= 0:
+            raise MalformedToken("token user_id is not a user id")
+        return user_id
