@@ -1,5 +1,6 @@
-"""The gateway's hot path: server frames built once, coalescing per-connection sinks with
-bounded send queues, and the fan-out loop.
+"""The gateway's hot path: server frames built once, per-connection sinks that collect frames
+into one write and queue them in a bounded ring while the socket is paused, and the fan-out
+loop.
 
 Two implementations share one interface: the compiled module, when it is built and
 ``GOGATE_NO_EXTENSIONS`` is not set, and the pure-Python twin otherwise. ``IMPLEMENTATION`` says
@@ -12,7 +13,7 @@ import os
 
 from gogate_fast import _pure
 
-__all__ = ["IMPLEMENTATION", "Flusher", "Sink", "build_frame", "deliver", "fanout", "stats"]
+__all__ = ["IMPLEMENTATION", "Flusher", "Sink", "build_frame", "deliver", "stats"]
 
 IMPLEMENTATION: str
 if os.environ.get("GOGATE_NO_EXTENSIONS"):
@@ -30,5 +31,4 @@ Flusher = _impl.Flusher
 Sink = _impl.Sink
 build_frame = _impl.build_frame
 deliver = _impl.deliver
-fanout = _impl.fanout
 stats = _impl.stats

@@ -2,7 +2,8 @@
 # cython: initializedcheck=False, embedsignature=True
 """The compiled hot path: server frames, coalescing per-connection sinks, and the fan-out loop.
 
-It implements exactly the interface of ``gogate_fast._pure``; the tests run against both.
+``gogate_fast._pure`` is its twin, statement for statement: the same ring, the same shedding,
+the same flush rules. The tests run against both.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -15,12 +16,14 @@ from libc.string cimport memcpy
 
 cdef Py_ssize_t _live_sinks = 0
 cdef Py_ssize_t _live_rings = 0
+cdef Py_ssize_t _queued_frames = 0
 cdef bytes _EMPTY = b""
 
 
 def stats():
-    """Live sinks and allocated send rings: a leak shows as counts that never return to 0."""
-    return {"sinks": _live_sinks, "rings": _live_rings}
+    """Live sinks, allocated send rings and the frames waiting in them: a leak shows as counts
+    that do not return to 0 once the connections are gone."""
+    return {"sinks": _live_sinks, "rings": _live_rings, "queued": _queued_frames}
 
 
 cpdef bytes build_frame(bytes payload):
@@ -55,43 +58,58 @@ cpdef bytes build_frame(bytes payload):
 
 
 cdef class Flusher:
-    """Writes each sink's frames of one loop iteration in one write, once the iteration's
-    callbacks have run. ``schedule`` is the loop's ``call_soon``."""
+    """Writes the frames each sink collected in one write, for every sink at once.
 
-    def __cinit__(self, schedule):
+    With ``delay`` 0 the write happens once the loop iteration's callbacks have run
+    (``schedule`` is the loop's ``call_soon``). With a positive ``delay`` (seconds) the sinks
+    collect frames for that long first (``call_later`` is the loop's ``call_later``): fewer,
+    larger writes for a little latency.
+    """
+
+    def __cinit__(self, schedule, double delay=0.0, call_later=None):
+        if delay < 0.0:
+            raise ValueError("delay must not be negative")
+        if delay > 0.0 and call_later is None:
+            raise ValueError("a positive delay needs call_later")
         self._schedule = schedule
+        self._call_later = call_later
+        self._delay = delay
         self._dirty = []
         self._scheduled = False
         self._flush_cb = self.flush
-
-    @property
-    def pending(self):
-        return len(self._dirty)
 
     cdef inline void _mark(self, Sink sink) except *:
         self._dirty.append(sink)
         if not self._scheduled:
             self._scheduled = True
-            self._schedule(self._flush_cb)
+            if self._delay > 0.0:
+                self._call_later(self._delay, self._flush_cb)
+            else:
+                self._schedule(self._flush_cb)
 
     cpdef flush(self):
-        """Write every pending frame now."""
+        """Write every collected frame now."""
         cdef list dirty = self._dirty
         cdef Py_ssize_t i
+        cdef PyObject* sink  # borrowed from ``dirty``, which holds it for the loop
         self._dirty = []
         self._scheduled = False
         for i in range(PyList_GET_SIZE(dirty)):
-            (<Sink>PyList_GET_ITEM(dirty, i))._flush_pending()
+            sink = PyList_GET_ITEM(dirty, i)
+            (<Sink>sink)._dirty = False
+            (<Sink>sink)._flush_pending()
 
 
 cdef class Sink:
     """The outbound side of one connection.
 
-    While the transport takes data, frames are written (coalesced per loop iteration when a
-    :class:`Flusher` is given). While it is paused, they wait in order in a ring bounded by
-    ``capacity`` frames and ``max_bytes`` bytes; a droppable frame (typing) is shed first, and
-    when nothing can be shed :meth:`send` returns ``False`` for the owner to close the
-    connection as a slow consumer.
+    While the transport takes data, frames are written, or collected for the :class:`Flusher`
+    when one is given (and written at once when ``capacity`` of them, at least two, wait).
+    While it is paused, they wait in order in a ring bounded by ``capacity`` frames and
+    ``max_bytes`` bytes: a droppable frame (typing) that does not fit is dropped, a frame that
+    must arrive sheds the oldest queued droppable frames to fit, and when it cannot fit
+    :meth:`send` returns ``False`` for the owner to close the connection as a slow consumer.
+    Nothing else is ever dropped from an open connection.
     """
 
     def __cinit__(self, write, Py_ssize_t capacity, Py_ssize_t max_bytes, owner=None,
@@ -101,19 +119,19 @@ cdef class Sink:
         if capacity < 1 or max_bytes < 1:
             raise ValueError("capacity and max_bytes must be positive")
         self._write = write
-        self.capacity = capacity
-        self.max_bytes = max_bytes
-        self.owner = owner
         self._flusher = flusher
         self._pending = None
         self._frames = NULL
         self._droppable = NULL
         self._head = 0
         self._count = 0
-        self.queued_bytes = 0
         self._paused = False
         self._closed = False
         self._dirty = False
+        self.capacity = capacity
+        self.max_bytes = max_bytes
+        self.queued_bytes = 0
+        self.owner = owner
 
     def __dealloc__(self):
         global _live_sinks
@@ -128,63 +146,38 @@ cdef class Sink:
     def closed(self):
         return self._closed
 
-    @property
-    def queued(self):
-        return self._count
-
-    cdef inline void _free_ring(self) noexcept:
-        global _live_rings
-        cdef Py_ssize_t i
-        if self._frames != NULL:
-            for i in range(self._count):
-                Py_DECREF(<object>self._frames[(self._head + i) % self.capacity])
-            PyMem_Free(self._frames)
-            PyMem_Free(self._droppable)
-            self._frames = NULL
-            self._droppable = NULL
-            self._count = 0
-            self._head = 0
-            self.queued_bytes = 0
-            _live_rings -= 1
-
-    cdef inline bint _alloc_ring(self) except -1:
-        global _live_rings
-        self._frames = <PyObject**>PyMem_Malloc(self.capacity * sizeof(PyObject*))
-        self._droppable = <unsigned char*>PyMem_Malloc(self.capacity)
-        if self._frames == NULL or self._droppable == NULL:
-            PyMem_Free(self._frames)
-            PyMem_Free(self._droppable)
-            self._frames = NULL
-            self._droppable = NULL
-            raise MemoryError()
-        _live_rings += 1
-        return True
-
     cpdef bint send(self, bytes frame, bint droppable=False) except -1:
-        """Write, coalesce or queue ``frame``; ``False`` means the queue overflowed."""
+        """Write, collect or queue ``frame``; ``False`` means the queue overflowed."""
         if self._closed:
             return True
         if not self._paused:
             if self._flusher is None:
                 self._write(frame)
-                return True
-            self._add_pending(frame)
+            else:
+                self._collect(frame)
             return True
         return self._enqueue(frame, droppable)
 
-    cdef inline void _add_pending(self, bytes frame) except *:
-        pending = self._pending
-        if pending is None:
+    cdef inline void _collect(self, bytes frame) except *:
+        if self._pending is None:
             self._pending = frame
             if not self._dirty:
                 self._dirty = True
                 self._flusher._mark(self)
-        elif type(pending) is bytes:
-            self._pending = [pending, frame]
+        else:
+            self._collect_more(frame)
+
+    cdef void _collect_more(self, bytes frame) except *:
+        pending = self._pending
+        if type(pending) is bytes:
+            pending = self._pending = [pending, frame]
         else:
             (<list>pending).append(frame)
+        if PyList_GET_SIZE(<list>pending) >= self.capacity:
+            self._flush_pending()
 
     cdef bint _enqueue(self, bytes frame, bint droppable) except -1:
+        global _queued_frames
         cdef Py_ssize_t size = PyBytes_GET_SIZE(frame)
         cdef Py_ssize_t slot
         if self._count >= self.capacity or self.queued_bytes + size > self.max_bytes:
@@ -200,61 +193,87 @@ cdef class Sink:
         self._droppable[slot] = droppable
         self._count += 1
         self.queued_bytes += size
+        _queued_frames += 1
         return True
 
     cdef bint _shed(self, Py_ssize_t size) except -1:
-        """Drop queued droppable frames, oldest first, until a frame of ``size`` bytes fits;
+        """Drop the oldest queued droppable frames until a frame of ``size`` bytes fits;
         ``False`` (and nothing dropped) when it cannot fit."""
+        global _queued_frames
         cdef Py_ssize_t count = self._count
         cdef Py_ssize_t queued = self.queued_bytes
-        cdef Py_ssize_t i, slot, write_at, kept
-        cdef Py_ssize_t cap = self.capacity
-        cdef PyObject* item
-        # First pass: can shedding make room?
-        for i in range(self._count):
-            if count < cap and queued + size <= self.max_bytes:
-                break
-            slot = (self._head + i) % cap
+        cdef Py_ssize_t reach = 0
+        cdef Py_ssize_t kept = 0
+        cdef Py_ssize_t i, slot, at
+        cdef PyObject* frame
+        # How far from the oldest the droppable frames must go for the new one to fit.
+        while count >= self.capacity or queued + size > self.max_bytes:
+            if reach == self._count:
+                return False
+            slot = (self._head + reach) % self.capacity
             if self._droppable[slot]:
                 count -= 1
                 queued -= PyBytes_GET_SIZE(<bytes>self._frames[slot])
-        if count >= cap or queued + size > self.max_bytes:
-            return False
-        # Second pass: drop the same frames, compacting the ring in order.
-        count = self._count
-        queued = self.queued_bytes
-        kept = 0
+            reach += 1
+        # Drop those, keeping every other frame in order.
         for i in range(self._count):
-            slot = (self._head + i) % cap
-            item = self._frames[slot]
-            if self._droppable[slot] and (count >= cap or queued + size > self.max_bytes):
-                count -= 1
-                queued -= PyBytes_GET_SIZE(<bytes>item)
-                Py_DECREF(<object>item)
+            slot = (self._head + i) % self.capacity
+            frame = self._frames[slot]
+            if i < reach and self._droppable[slot]:
+                Py_DECREF(<object>frame)
                 continue
-            write_at = (self._head + kept) % cap
-            self._frames[write_at] = item
-            self._droppable[write_at] = self._droppable[slot]
+            at = (self._head + kept) % self.capacity
+            self._frames[at] = frame
+            self._droppable[at] = self._droppable[slot]
             kept += 1
+        _queued_frames -= self._count - kept
         self._count = kept
         self.queued_bytes = queued
         return True
 
+    cdef inline bint _alloc_ring(self) except -1:
+        global _live_rings
+        self._frames = <PyObject**>PyMem_Malloc(self.capacity * sizeof(PyObject*))
+        self._droppable = <unsigned char*>PyMem_Malloc(self.capacity)
+        if self._frames == NULL or self._droppable == NULL:
+            PyMem_Free(self._frames)
+            PyMem_Free(self._droppable)
+            self._frames = NULL
+            self._droppable = NULL
+            raise MemoryError()
+        _live_rings += 1
+        return True
+
+    cdef inline void _free_ring(self) noexcept:
+        global _live_rings, _queued_frames
+        cdef Py_ssize_t i
+        if self._frames == NULL:
+            return
+        for i in range(self._count):
+            Py_DECREF(<object>self._frames[(self._head + i) % self.capacity])
+        PyMem_Free(self._frames)
+        PyMem_Free(self._droppable)
+        self._frames = NULL
+        self._droppable = NULL
+        _queued_frames -= self._count
+        self._head = 0
+        self._count = 0
+        self.queued_bytes = 0
+        _live_rings -= 1
+
     cdef void _flush_pending(self) except *:
+        # A closed sink holds no pending frames: close() takes them.
         pending = self._pending
-        self._dirty = False
         if pending is None:
             return
         self._pending = None
-        if self._closed and self._write is None:
-            return
         if type(pending) is bytes:
             self._write(pending)
         else:
             self._write(_EMPTY.join(<list>pending))
 
     cpdef flush(self):
-        """Write this sink's coalesced frames now (before a close frame, say)."""
+        """Write this sink's collected frames now (before a close frame, say)."""
         self._flush_pending()
 
     cpdef pause(self):
@@ -263,16 +282,15 @@ cdef class Sink:
 
     cpdef resume(self):
         """The transport drained: write what waits, in order, in one write."""
-        cdef Py_ssize_t i, slot
+        cdef Py_ssize_t i
         cdef list frames
         self._paused = False
         self._flush_pending()
-        if self._count == 0 or self._closed:
+        if self._count == 0:
             return
         frames = []
         for i in range(self._count):
-            slot = (self._head + i) % self.capacity
-            frames.append(<object>self._frames[slot])
+            frames.append(<object>self._frames[(self._head + i) % self.capacity])
         self._free_ring()
         if len(frames) == 1:
             self._write(frames[0])
@@ -280,7 +298,7 @@ cdef class Sink:
             self._write(_EMPTY.join(frames))
 
     cpdef close(self, bint flush=True):
-        """Stop writing and release the queue; first write what was already coalesced unless
+        """Stop writing and release the queue; first write what was already collected unless
         ``flush`` is false (the socket is gone)."""
         if self._closed:
             return
@@ -291,16 +309,6 @@ cdef class Sink:
         self._free_ring()
         self._write = None
         self.owner = None
-
-
-cpdef list fanout(bytes frame, sinks, bint droppable=False):
-    """Send one frame to many sinks without waiting on any; return those that overflowed."""
-    cdef list overflowed = []
-    cdef Sink sink
-    for sink in sinks:
-        if not sink.send(frame, droppable):
-            overflowed.append(sink)
-    return overflowed
 
 
 cdef class _Delivery:

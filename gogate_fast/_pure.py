@@ -1,23 +1,24 @@
 """The pure-Python hot path: server frames, coalescing per-connection sinks, and the fan-out
 loop.
 
-It is the reference for the compiled module and runs wherever the compiled one is absent or
-``GOGATE_NO_EXTENSIONS=1`` is set. Both implement exactly this interface.
+It runs wherever the compiled module is absent or ``GOGATE_NO_EXTENSIONS=1`` is set, and is
+the compiled module's twin, statement for statement: the same ring, the same shedding, the same
+flush rules. The tests run against both.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection
 from typing import Any
 
-__all__ = ["Flusher", "Sink", "build_frame", "deliver", "fanout", "stats"]
+__all__ = ["Flusher", "Sink", "build_frame", "deliver", "stats"]
 
-_live = {"sinks": 0, "rings": 0}
+_live = {"sinks": 0, "rings": 0, "queued": 0}
 
 
 def stats() -> dict[str, int]:
-    """Live sinks and allocated send rings: a leak shows as counts that never return to 0."""
+    """Live sinks, allocated send rings and the frames waiting in them: a leak shows as counts
+    that do not return to 0 once the connections are gone."""
     return dict(_live)
 
 
@@ -34,56 +35,77 @@ def build_frame(payload: bytes) -> bytes:
 
 
 class Flusher:
-    """Writes each sink's frames of one loop iteration in one write, once the iteration's
-    callbacks have run. ``schedule`` is the loop's ``call_soon``."""
+    """Writes the frames each sink collected in one write, for every sink at once.
 
-    __slots__ = ("_dirty", "_schedule", "_scheduled")
+    With ``delay`` 0 the write happens once the loop iteration's callbacks have run
+    (``schedule`` is the loop's ``call_soon``). With a positive ``delay`` (seconds) the sinks
+    collect frames for that long first (``call_later`` is the loop's ``call_later``): fewer,
+    larger writes for a little latency.
+    """
 
-    def __init__(self, schedule: Callable[[Callable[[], None]], object]) -> None:
+    __slots__ = ("_call_later", "_delay", "_dirty", "_flush_cb", "_schedule", "_scheduled")
+
+    def __init__(self, schedule: Callable[[Callable[[], None]], object], delay: float = 0.0,
+                 call_later: Callable[[float, Callable[[], None]], object] | None = None
+                 ) -> None:
+        if delay < 0.0:
+            raise ValueError("delay must not be negative")
+        if delay > 0.0 and call_later is None:
+            raise ValueError("a positive delay needs call_later")
         self._schedule = schedule
+        self._call_later = call_later
+        self._delay = float(delay)
         self._dirty: list[Sink] = []
         self._scheduled = False
-
-    @property
-    def pending(self) -> int:
-        return len(self._dirty)
+        self._flush_cb = self.flush
 
     def _mark(self, sink: Sink) -> None:
         self._dirty.append(sink)
         if not self._scheduled:
             self._scheduled = True
-            self._schedule(self.flush)
+            if self._delay > 0.0:
+                self._call_later(self._delay, self._flush_cb)  # type: ignore[misc]
+            else:
+                self._schedule(self._flush_cb)
 
     def flush(self) -> None:
-        """Write every pending frame now."""
+        """Write every collected frame now."""
         dirty = self._dirty
         self._dirty = []
         self._scheduled = False
         for sink in dirty:
+            sink._dirty = False
             sink._flush_pending()
 
 
 class Sink:
     """The outbound side of one connection.
 
-    While the transport takes data, frames are written (coalesced per loop iteration when a
-    :class:`Flusher` is given). While it is paused, they wait in order in a queue bounded by
-    ``capacity`` frames and ``max_bytes`` bytes; a droppable frame (typing) is shed first, and
-    when nothing can be shed :meth:`send` returns ``False`` for the owner to close the
-    connection as a slow consumer. Nothing else is ever dropped from an open connection.
+    While the transport takes data, frames are written, or collected for the :class:`Flusher`
+    when one is given (and written at once when ``capacity`` of them, at least two, wait).
+    While it is paused, they wait in order in a ring bounded by ``capacity`` frames and
+    ``max_bytes`` bytes: a droppable frame (typing) that does not fit is dropped, a frame that
+    must arrive sheds the oldest queued droppable frames to fit, and when it cannot fit
+    :meth:`send` returns ``False`` for the owner to close the connection as a slow consumer.
+    Nothing else is ever dropped from an open connection.
     """
 
-    __slots__ = ("__weakref__", "_closed", "_dirty", "_flusher", "_paused", "_pending",
-                 "_queue", "_write", "capacity", "max_bytes", "owner", "queued_bytes")
+    __slots__ = ("__weakref__", "_closed", "_count", "_dirty", "_droppable", "_flusher",
+                 "_frames", "_head", "_paused", "_pending", "_write", "capacity", "max_bytes",
+                 "owner", "queued_bytes")
 
     def __init__(self, write: Callable[[bytes], object], capacity: int, max_bytes: int,
                  owner: object = None, flusher: Flusher | None = None) -> None:
+        _live["sinks"] += 1  # first: __del__ runs even when the arguments are refused
         if capacity < 1 or max_bytes < 1:
             raise ValueError("capacity and max_bytes must be positive")
         self._write: Callable[[bytes], object] | None = write
         self._flusher = flusher
-        self._pending: list[bytes] | None = None
-        self._queue: deque[tuple[bytes, bool]] | None = None
+        self._pending: bytes | list[bytes] | None = None
+        self._frames: list[bytes | None] | None = None
+        self._droppable = bytearray()
+        self._head = 0
+        self._count = 0
         self._paused = False
         self._closed = False
         self._dirty = False
@@ -91,16 +113,11 @@ class Sink:
         self.max_bytes = max_bytes
         self.queued_bytes = 0
         self.owner = owner
-        _live["sinks"] += 1
 
     def __del__(self) -> None:
-        try:
-            queue = self._queue
-        except AttributeError:  # __init__ refused its arguments: nothing was counted
-            return
+        if hasattr(self, "_frames"):
+            self._free_ring()
         _live["sinks"] -= 1
-        if queue is not None:
-            _live["rings"] -= 1
 
     @property
     def paused(self) -> bool:
@@ -110,68 +127,115 @@ class Sink:
     def closed(self) -> bool:
         return self._closed
 
-    @property
-    def queued(self) -> int:
-        return 0 if self._queue is None else len(self._queue)
-
     def send(self, frame: bytes, droppable: bool = False) -> bool:
-        """Write, coalesce or queue ``frame``; ``False`` means the queue overflowed."""
+        """Write, collect or queue ``frame``; ``False`` means the queue overflowed."""
         if self._closed:
             return True
         if not self._paused:
             if self._flusher is None:
                 self._write(frame)  # type: ignore[misc]
-            elif self._pending is None:
-                self._pending = [frame]
-                if not self._dirty:
-                    self._dirty = True
-                    self._flusher._mark(self)
             else:
-                self._pending.append(frame)
+                self._collect(frame)
             return True
+        return self._enqueue(frame, droppable)
+
+    def _collect(self, frame: bytes) -> None:
+        if self._pending is None:
+            self._pending = frame
+            if not self._dirty:
+                self._dirty = True
+                self._flusher._mark(self)  # type: ignore[union-attr]
+        else:
+            self._collect_more(frame)
+
+    def _collect_more(self, frame: bytes) -> None:
+        pending: bytes | list[bytes] = self._pending  # type: ignore[assignment]
+        if isinstance(pending, bytes):
+            pending = self._pending = [pending, frame]
+        else:
+            pending.append(frame)
+        if len(pending) >= self.capacity:
+            self._flush_pending()
+
+    def _enqueue(self, frame: bytes, droppable: bool) -> bool:
         size = len(frame)
-        if self._queue is None:
-            self._queue = deque()
-            _live["rings"] += 1
-        if len(self._queue) >= self.capacity or self.queued_bytes + size > self.max_bytes:
+        if self._count >= self.capacity or self.queued_bytes + size > self.max_bytes:
             if droppable:
                 return True
             if not self._shed(size):
                 return False
-        self._queue.append((frame, droppable))
+        if self._frames is None:
+            self._alloc_ring()
+        slot = (self._head + self._count) % self.capacity
+        self._frames[slot] = frame  # type: ignore[index]
+        self._droppable[slot] = droppable
+        self._count += 1
         self.queued_bytes += size
+        _live["queued"] += 1
         return True
 
     def _shed(self, size: int) -> bool:
-        """Drop queued droppable frames, oldest first, until one more frame of ``size`` bytes
-        fits; ``False`` (and nothing dropped) when it cannot fit."""
-        assert self._queue is not None
-        count = len(self._queue)
-        queued_bytes = self.queued_bytes
-        kept: deque[tuple[bytes, bool]] = deque()
-        for item in self._queue:
-            if item[1] and (count >= self.capacity or queued_bytes + size > self.max_bytes):
+        """Drop the oldest queued droppable frames until a frame of ``size`` bytes fits;
+        ``False`` (and nothing dropped) when it cannot fit."""
+        frames: list[bytes | None] = self._frames  # type: ignore[assignment]
+        count = self._count
+        queued = self.queued_bytes
+        reach = 0
+        kept = 0
+        # How far from the oldest the droppable frames must go for the new one to fit.
+        while count >= self.capacity or queued + size > self.max_bytes:
+            if reach == self._count:
+                return False
+            slot = (self._head + reach) % self.capacity
+            if self._droppable[slot]:
                 count -= 1
-                queued_bytes -= len(item[0])
-            else:
-                kept.append(item)
-        if count >= self.capacity or queued_bytes + size > self.max_bytes:
-            return False
-        self._queue = kept
-        self.queued_bytes = queued_bytes
+                queued -= len(frames[slot])  # type: ignore[arg-type]
+            reach += 1
+        # Drop those, keeping every other frame in order.
+        for i in range(self._count):
+            slot = (self._head + i) % self.capacity
+            frame = frames[slot]
+            frames[slot] = None
+            if i < reach and self._droppable[slot]:
+                continue
+            at = (self._head + kept) % self.capacity
+            frames[at] = frame
+            self._droppable[at] = self._droppable[slot]
+            kept += 1
+        _live["queued"] -= self._count - kept
+        self._count = kept
+        self.queued_bytes = queued
         return True
 
+    def _alloc_ring(self) -> None:
+        self._frames = [None] * self.capacity
+        self._droppable = bytearray(self.capacity)
+        _live["rings"] += 1
+
+    def _free_ring(self) -> None:
+        if self._frames is None:
+            return
+        self._frames = None
+        self._droppable = bytearray()
+        _live["queued"] -= self._count
+        self._head = 0
+        self._count = 0
+        self.queued_bytes = 0
+        _live["rings"] -= 1
+
     def _flush_pending(self) -> None:
+        # A closed sink holds no pending frames: close() takes them.
         pending = self._pending
-        self._dirty = False
         if pending is None:
             return
         self._pending = None
-        if self._write is not None:
-            self._write(pending[0] if len(pending) == 1 else b"".join(pending))
+        if isinstance(pending, bytes):
+            self._write(pending)  # type: ignore[misc]
+        else:
+            self._write(b"".join(pending))  # type: ignore[misc]
 
     def flush(self) -> None:
-        """Write this sink's coalesced frames now (before a close frame, say)."""
+        """Write this sink's collected frames now (before a close frame, say)."""
         self._flush_pending()
 
     def pause(self) -> None:
@@ -182,21 +246,21 @@ class Sink:
         """The transport drained: write what waits, in order, in one write."""
         self._paused = False
         self._flush_pending()
-        queue = self._queue
-        if not queue or self._closed or self._write is None:
+        if self._count == 0:
             return
-        frames = [frame for frame, _ in queue]
-        self._release_queue()
-        self._write(frames[0] if len(frames) == 1 else b"".join(frames))
-
-    def _release_queue(self) -> None:
-        if self._queue is not None:
-            self._queue = None
-            self.queued_bytes = 0
-            _live["rings"] -= 1
+        ring = self._frames
+        assert ring is not None
+        frames: list[bytes] = []
+        for i in range(self._count):
+            frames.append(ring[(self._head + i) % self.capacity])  # type: ignore[arg-type]
+        self._free_ring()
+        if len(frames) == 1:
+            self._write(frames[0])  # type: ignore[misc]
+        else:
+            self._write(b"".join(frames))  # type: ignore[misc]
 
     def close(self, flush: bool = True) -> None:
-        """Stop writing and release the queue; first write what was already coalesced unless
+        """Stop writing and release the queue; first write what was already collected unless
         ``flush`` is false (the socket is gone)."""
         if self._closed:
             return
@@ -204,18 +268,33 @@ class Sink:
             self._flush_pending()
         self._pending = None
         self._closed = True
-        self._release_queue()
+        self._free_ring()
         self._write = None
         self.owner = None
 
 
-def fanout(frame: bytes, sinks: Iterable[Sink], droppable: bool = False) -> list[Sink]:
-    """Send one frame to many sinks without waiting on any; return those that overflowed."""
-    overflowed: list[Sink] = []
-    for sink in sinks:
-        if not sink.send(frame, droppable):
-            overflowed.append(sink)
-    return overflowed
+class _Delivery:
+    """One broadcast under way: its frame, built on the first receiver, and its tally."""
+
+    __slots__ = ("droppable", "frame", "overflowed", "payload", "reached")
+
+    def __init__(self, payload: bytes, droppable: bool) -> None:
+        self.payload = payload
+        self.frame: bytes | None = None
+        self.droppable = droppable
+        self.reached = 0
+        self.overflowed: list[Sink] | None = None
+
+    def send_all(self, held: list[Sink]) -> None:
+        n = len(held)
+        if n and self.frame is None:
+            self.frame = build_frame(self.payload)
+        for sink in held:
+            if not sink.send(self.frame, self.droppable):  # type: ignore[arg-type]
+                if self.overflowed is None:
+                    self.overflowed = []
+                self.overflowed.append(sink)
+        self.reached += n
 
 
 def deliver(users: dict[int, list[Sink]], user_ids: Collection[int], exclude_user: Any,
@@ -223,23 +302,15 @@ def deliver(users: dict[int, list[Sink]], user_ids: Collection[int], exclude_use
     """Frame ``payload`` once and send it to every sink of ``user_ids`` found in ``users``
     (user id → list of sinks), skipping ``exclude_user``. Returns the number of sinks reached
     and the list of those that overflowed (or None)."""
-    reached = 0
-    frame: bytes | None = None
-    overflowed: list[Sink] | None = None
-    if len(user_ids) <= len(users):
-        pairs: Iterable[tuple[int, list[Sink] | None]] = (
-            (user_id, users.get(user_id)) for user_id in user_ids)
+    excluding = exclude_user is not None
+    delivery = _Delivery(payload, droppable)
+    if len(user_ids) <= len(users):  # walk the smaller side
+        for user_id in user_ids:
+            found = users.get(user_id)
+            if found is not None and not (excluding and user_id == exclude_user):
+                delivery.send_all(found)
     else:
-        pairs = ((user_id, held) for user_id, held in users.items() if user_id in user_ids)
-    for user_id, held in pairs:
-        if not held or user_id == exclude_user:
-            continue
-        if frame is None:
-            frame = build_frame(payload)
-        for sink in held:
-            if not sink.send(frame, droppable):
-                if overflowed is None:
-                    overflowed = []
-                overflowed.append(sink)
-        reached += len(held)
-    return reached, overflowed
+        for user_id, held in users.items():
+            if not (excluding and user_id == exclude_user) and user_id in user_ids:
+                delivery.send_all(held)
+    return delivery.reached, delivery.overflowed
