@@ -1,231 +1,242 @@
 """The gateway's settings: one frozen, typed :class:`Settings`, built once at startup.
 
+Each setting is declared once, as a field of :class:`Settings`: name (the variable in lower
+case), type, default, bounds and help (``msgspec.Meta``). The parser of environment, ``.env``
+and flag values, ``--help``, and the checks of ``.env.example`` and of the README's table all
+read that declaration through :data:`FIELDS`.
+
 Sources, weakest first: built-in defaults, a ``.env`` file (``KEY=VALUE`` lines; a variable
 already set in the environment wins over the file), the environment, command-line flags.
 A value that cannot be parsed raises :class:`~gogate.errors.ConfigError` naming the variable and
-the value; nothing is silently defaulted. This is the only module that reads the environment.
+the value; nothing is silently defaulted.
+
+This is the only module of :mod:`gogate` that reads the environment, including the worker
+processes' own variables (:func:`worker_environment`, :func:`worker_from_environment`).
+``gogate_fast`` reads ``GOGATE_NO_EXTENSIONS`` itself, because it imports nothing of ``gogate``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+from msgspec import Meta
+from msgspec import inspect as mi
 
 from gogate.errors import ConfigError
 
-__all__ = ["FIELDS", "Field", "Settings", "load_settings", "parse_env_file"]
+__all__ = ["FIELDS", "Field", "Settings", "load_settings", "parse_env_file",
+           "worker_environment", "worker_from_environment"]
+
+# Kinds of value. Besides msgspec's bounds, ``Meta.extra`` may say:
+#   "expect":   what ``Meta.pattern`` asks for, in words
+#   "rstrip":   characters taken off the end of the value (a URL's trailing slash)
+#   "choices":  one of these words, case-insensitive (for a list: each item)
+#   "file":     "readable" (a file that can be read) or "pem" (a readable PEM file)
+#   "auto":     the word ``auto`` stands for this stored value, which cannot be given as a number
+#   "empty":    what an empty value means, for help texts (otherwise "empty")
+#   "required": needed outside development mode
+#   "variable": False for a setting that only a flag of its own sets
+Port = Annotated[int, Meta(ge=0, le=65535)]
+Positive = Annotated[float, Meta(gt=0)]
+NonNegative = Annotated[float, Meta(ge=0)]
+TextFile = Annotated[str, Meta(extra={"file": "readable"})]
+HttpUrl = Annotated[str, Meta(pattern=r"^https?://[^\s/]+(/\S*)?$", extra={
+    "expect": "an http:// or https:// URL", "rstrip": "/"})]
+JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384",
+                  "PS512", "ES256", "ES256K", "ES384", "ES512", "EdDSA")
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Every setting of the gateway. Names are the environment variables in lower case."""
 
-    # Address the public listener binds (WebSocket /ws, /health, /). Default 0.0.0.0.
-    host: str = "0.0.0.0"
-    # Port of the public listener. Default 8080.
-    port: int = 8080
-    # Address of the internal API and /metrics; keep it off the public network. Default loopback.
-    internal_host: str = "127.0.0.1"
-    # Port of the internal API and /metrics. Default 8081.
-    internal_port: int = 8081
-    # Base URL of the BuzzChat backend. Default http://localhost:8000.
-    backend_api_url: str = "http://localhost:8000"
-    # Key sent to the backend's internal API and required by ours. Required outside dev mode.
-    internal_api_key: str = ""
-    # Largest inbound WebSocket message in bytes, fragments counted whole. Default 512000.
-    max_message_size: int = 512000
-    # Initial read buffer of a connection in bytes; it grows for larger frames. Default 1024.
-    read_buffer_size: int = 1024
-    # Write-buffer high-water mark of a connection in bytes: above it, outbound frames wait in
-    # the connection's send queue. Default 1024.
-    write_buffer_size: int = 1024
-    # Seconds between server pings. Default 54 (under PONG_WAIT, as browsers expect).
-    ping_period: float = 54.0
-    # Seconds without any inbound frame (pong included) before the connection is dropped.
-    pong_wait: float = 60.0
-    # Seconds a write may stay blocked before the connection is closed as a slow consumer.
-    write_wait: float = 10.0
-    # Worker processes sharing the port; 0 stands for "auto" (CPU count). Default 1.
-    workers: int = 1
-    # Seconds a new connection (or one whose token expired) has to authenticate. Default 10.
-    auth_timeout: float = 10.0
-    # Allowed Origin values, "*" wildcards allowed; empty = any origin. Default empty.
-    allowed_origins: tuple[str, ...] = ()
-    # Authenticated connections per user across the deployment; 0 = unlimited. Default 10.
-    max_connections_per_user: int = 10
-    # Open connections per worker; above it the upgrade gets 503; 0 = unlimited. Default 0.
-    max_connections: int = 0
-    # Messages queued per connection before it counts as a slow consumer. Default 256.
-    send_queue_size: int = 256
-    # Seconds a chat's member list is reused; 0 = never cached. Default 5.
-    members_cache_ttl: float = 5.0
-    # Seconds for one backend call. Default 10.
-    backend_timeout: float = 10.0
-    # Pooled connections to the backend per worker; calls beyond it wait. Default 100.
-    backend_max_connections: int = 100
-    # Token bucket per connection: refill in events per second; 0 = no limit. Default 20.
-    rate_limit: float = 20.0
-    # Token bucket per connection: capacity in events. Default 50.
-    rate_limit_burst: int = 50
-    # Certificate and key for wss:// and https://; both or neither. Default empty.
-    tls_cert_file: str = ""
-    tls_key_file: str = ""
-    # Redis URL for deployments on several hosts; empty = no Redis. Default empty.
-    redis_url: str = ""
-    # Seconds to drain on SIGTERM/SIGINT before exiting. Default 10.
-    shutdown_timeout: float = 10.0
-    # Log level (debug, info, warning, error) and format (text or json).
-    log_level: str = "info"
-    log_format: str = "text"
-    # Development mode: run an embedded development backend with demo data.
-    dev: bool = False
-
-
-# --- parsers: each takes the raw string and returns the typed value or raises ValueError ------
-
-
-def _number(raw: str, kind: type[int] | type[float]) -> Any:
-    try:
-        return kind(raw.strip()) if kind is float else int(raw.strip(), 10)
-    except ValueError:
-        raise ValueError("not a number" if kind is float else "not a whole number") from None
-
-
-def _int(minimum: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        value: int = _number(raw, int)
-        if value < minimum:
-            raise ValueError(f"must be at least {minimum}")
-        return value
-
-    return parse
-
-
-def _seconds(*, allow_zero: bool) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        value: float = _number(raw, float)
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError("must be a finite number")
-        if value < 0 or (value == 0 and not allow_zero):
-            raise ValueError("must be positive" if not allow_zero else "must not be negative")
-        return value
-
-    return parse
-
-
-def _port(raw: str) -> int:
-    value: int = _number(raw, int)
-    if not 0 <= value <= 65535:
-        raise ValueError("must be a port number from 0 to 65535")
-    return value
-
-
-def _text(raw: str) -> str:
-    return raw.strip()
-
-
-def _url(raw: str) -> str:
-    value = raw.strip().rstrip("/")
-    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
-        raise ValueError("must be an http:// or https:// URL")
-    return value
-
-
-def _redis_url(raw: str) -> str:
-    value = raw.strip()
-    if value and not re.fullmatch(r"(redis|rediss|unix)://\S+", value):
-        raise ValueError("must be a redis://, rediss:// or unix:// URL")
-    return value
-
-
-def _workers(raw: str) -> int:
-    if raw.strip().lower() == "auto":
-        return 0
-    return _int(1)(raw)
-
-
-def _origins(raw: str) -> tuple[str, ...]:
-    items = tuple(part.strip() for part in raw.split(",") if part.strip())
-    for item in items:
-        if any(c.isspace() for c in item):
-            raise ValueError("origins are separated by commas and contain no spaces")
-    return items
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        value = raw.strip().lower()
-        if value not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}")
-        return value
-
-    return parse
-
-
-def _file(raw: str) -> str:
-    value = raw.strip()
-    if value and not Path(value).is_file():
-        raise ValueError("no such file")
-    return value
+    host: Annotated[str, Meta(description="listen address for clients")] = "0.0.0.0"
+    port: Annotated[Port, Meta(
+        description="listen port for clients (/ws, /health, /)")] = 8080
+    internal_host: Annotated[str, Meta(
+        description="listen address of the internal API and /metrics")] = "127.0.0.1"
+    internal_port: Annotated[Port, Meta(
+        description="listen port of the internal API and /metrics")] = 8081
+    backend_api_url: Annotated[HttpUrl, Meta(
+        description="base URL of the BuzzChat backend")] = "http://localhost:8000"
+    internal_api_key: Annotated[str, Meta(extra={"required": True},
+        description="key for the backend's internal API and for gogate's own")] = ""
+    max_message_size: Annotated[int, Meta(ge=1,
+        description="largest inbound WebSocket message, fragments counted whole, bytes")] = 512000
+    read_buffer_size: Annotated[int, Meta(ge=256,
+        description="initial read buffer per connection (it grows), bytes")] = 1024
+    # Above this many unsent bytes, outbound frames wait in the connection's send queue.
+    write_buffer_size: Annotated[int, Meta(ge=256,
+        description="write-buffer high-water mark per connection, bytes")] = 1024
+    # Under PONG_WAIT: the peer hears from us before it gives up on us.
+    ping_period: Annotated[Positive, Meta(description="seconds between server pings")] = 54.0
+    pong_wait: Annotated[Positive, Meta(
+        description="seconds without any inbound frame before the connection is dropped")] = 60.0
+    write_wait: Annotated[Positive, Meta(
+        description="seconds a blocked write may take before the connection is dropped")] = 10.0
+    # Stored as 0 for "auto": the command line resolves it to the CPU count.
+    workers: Annotated[int, Meta(ge=0, extra={"auto": 0},
+        description="worker processes sharing the port, or 'auto' for one per CPU")] = 1
+    auth_timeout: Annotated[Positive, Meta(
+        description="seconds a connection has to authenticate (again, once expired)")] = 10.0
+    allowed_origins: Annotated[tuple[str, ...], Meta(
+        description="comma-separated allowed Origin values, * wildcards, empty = any")] = ()
+    max_connections_per_user: Annotated[int, Meta(ge=0,
+        description="authenticated connections per user in the deployment, 0 = unlimited")] = 10
+    max_connections: Annotated[int, Meta(ge=0,
+        description="open connections per worker (then upgrades get 503), 0 = unlimited")] = 0
+    send_queue_size: Annotated[int, Meta(ge=1,
+        description="messages queued per connection before it counts as a slow consumer")] = 256
+    members_cache_ttl: Annotated[NonNegative, Meta(
+        description="seconds a chat's member list is reused, 0 = never cached")] = 5.0
+    backend_timeout: Annotated[Positive, Meta(description="seconds for one backend call")] = 10.0
+    backend_max_connections: Annotated[int, Meta(ge=1,
+        description="pooled connections to the backend per worker; calls beyond it wait")] = 100
+    rate_limit: Annotated[NonNegative, Meta(
+        description="token bucket per connection: events per second, 0 = no limit")] = 20.0
+    rate_limit_burst: Annotated[int, Meta(ge=1,
+        description="token bucket per connection: most events at once")] = 50
+    tls_cert_file: Annotated[TextFile, Meta(
+        description="certificate file (PEM) for wss:// and https://")] = ""
+    tls_key_file: Annotated[TextFile, Meta(
+        description="private key file (PEM) for wss:// and https://")] = ""
+    redis_url: Annotated[str, Meta(pattern=r"^((redis|rediss|unix)://\S+)?$",
+        extra={"expect": "a redis://, rediss:// or unix:// URL"},
+        description="Redis URL for deployments on several hosts; empty = no Redis")] = ""
+    shutdown_timeout: Annotated[Positive, Meta(
+        description="seconds to drain on SIGTERM/SIGINT")] = 10.0
+    log_level: Annotated[str, Meta(description="log level",
+        extra={"choices": ("debug", "info", "warning", "error")})] = "info"
+    log_format: Annotated[str, Meta(description="log format",
+        extra={"choices": ("text", "json")})] = "text"
+    # The kernel caps it at net.core.somaxconn; a connect storm needs a deep queue.
+    listen_backlog: Annotated[int, Meta(ge=1,
+        description="pending-connection queue of the listening socket")] = 4096
+    max_connect_rate: Annotated[NonNegative, Meta(
+        description="upgrades per second per worker (then 503), 0 = unlimited")] = 0.0
+    # Verifying tokens locally spares the backend a call per connect: a key or a secret.
+    jwt_public_key: Annotated[str, Meta(extra={"file": "pem"},
+        description="PEM public key file (RS*, PS*, ES*, EdDSA) to verify tokens locally")] = ""
+    jwt_secret: Annotated[str, Meta(
+        description="HMAC secret (HS*) to verify tokens locally")] = ""
+    jwt_algorithms: Annotated[tuple[str, ...], Meta(
+        extra={"choices": JWT_ALGORITHMS, "empty": "from the key"},
+        description="comma-separated accepted token algorithms (never none)")] = ()
+    jwt_audience: Annotated[str, Meta(
+        description="the aud a token must carry; empty = not checked")] = ""
+    jwt_issuer: Annotated[str, Meta(
+        description="the iss a token must carry; empty = not checked")] = ""
+    auth_cache_ttl: Annotated[NonNegative, Meta(
+        description="seconds a token the backend accepted is reused (to its exp), 0 = off")] = 60.0
+    # Collecting frames for a while turns many small writes into one system call.
+    write_delay: Annotated[NonNegative, Meta(
+        description="milliseconds a connection may collect frames into one write")] = 0.0
+    dev: Annotated[bool, Meta(extra={"variable": False},
+        description="development mode: an embedded development backend with demo data")] = False
 
 
 class Field(msgspec.Struct, frozen=True):
-    """How one setting is read: its variable, parser, and the help text of its flag."""
+    """One setting as the sources see it, read from its declaration in :class:`Settings`."""
 
-    name: str
-    parse: Callable[[str], Any]
+    name: str  # the attribute of Settings
+    env: str  # the environment variable
+    flag: str  # the command-line flag
+    kind: Any  # the msgspec.inspect type: IntType, FloatType, StrType, VarTupleType
+    default: Any
     help: str
+    extra: dict[str, Any]
 
     @property
-    def env(self) -> str:
-        return self.name.upper()
+    def shown_default(self) -> str:
+        """The default as help texts and the README write it."""
+        if self.extra.get("required"):
+            return "required"
+        if self.default in ("", ()):
+            return str(self.extra.get("empty", "empty"))
+        if isinstance(self.default, float):
+            return f"{self.default:g}"
+        return str(self.default)
 
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+    def parse(self, raw: str) -> Any:
+        """The typed value of ``raw``, or ValueError saying what is wrong with it."""
+        text = raw.strip()
+        if isinstance(self.kind, mi.VarTupleType):
+            items = tuple(part.strip() for part in text.split(",") if part.strip())
+            if any(any(c.isspace() for c in item) for item in items):
+                raise ValueError("items are separated by commas and contain no spaces")
+            return tuple(self._one(self.kind.item_type, item) for item in items)
+        return self._one(self.kind, text)
+
+    def _one(self, kind: Any, text: str) -> Any:
+        value: Any
+        if isinstance(kind, mi.IntType):
+            auto = self.extra.get("auto")
+            if auto is not None and text.lower() == "auto":
+                return auto
+            try:
+                value = int(text, 10)
+            except ValueError:
+                raise ValueError("not a whole number") from None
+            if value == auto:
+                raise ValueError(f"must be at least {auto + 1}, or auto")
+        elif isinstance(kind, mi.FloatType):
+            try:
+                value = float(text)
+            except ValueError:
+                raise ValueError("not a number") from None
+            if not math.isfinite(value):
+                raise ValueError("must be a finite number")
+        else:
+            return self._text(kind, text)
+        if kind.gt is not None and value <= kind.gt:
+            raise ValueError(f"must be more than {kind.gt:g}")
+        if kind.le is not None and not kind.ge <= value <= kind.le:
+            raise ValueError(f"must be from {kind.ge:g} to {kind.le:g}")
+        if kind.ge is not None and value < kind.ge:
+            raise ValueError(f"must be at least {kind.ge:g}")
+        return value
+
+    def _text(self, kind: Any, value: str) -> str:
+        if choices := self.extra.get("choices"):
+            by_lower = {choice.lower(): choice for choice in choices}
+            if value.lower() not in by_lower:
+                raise ValueError(f"must be one of {', '.join(choices)}")
+            return str(by_lower[value.lower()])
+        value = value.rstrip(self.extra.get("rstrip", ""))
+        if kind.pattern and not re.search(kind.pattern, value):
+            raise ValueError(f"must be {self.extra['expect']}")
+        if (file := self.extra.get("file")) and value:
+            if not Path(value).is_file():
+                raise ValueError("no such file")
+            try:
+                content = Path(value).read_bytes()
+            except OSError as exc:
+                raise ValueError(f"cannot read it: {exc.strerror}") from None
+            if file == "pem" and b"-----BEGIN " not in content:
+                raise ValueError("not a PEM file")
+        return value
 
 
-FIELDS: tuple[Field, ...] = (
-    Field("host", _text, "listen address for clients"),
-    Field("port", _port, "listen port for clients (/ws, /health, /)"),
-    Field("internal_host", _text, "listen address of the internal API and /metrics"),
-    Field("internal_port", _port, "listen port of the internal API and /metrics"),
-    Field("backend_api_url", _url, "base URL of the BuzzChat backend"),
-    Field("internal_api_key", _text, "key for the backend's internal API and gogate's own"),
-    Field("max_message_size", _int(1), "largest inbound WebSocket message, bytes"),
-    Field("read_buffer_size", _int(256), "initial read buffer per connection, bytes"),
-    Field("write_buffer_size", _int(256), "write-buffer high-water mark per connection, bytes"),
-    Field("ping_period", _seconds(allow_zero=False), "seconds between server pings"),
-    Field("pong_wait", _seconds(allow_zero=False), "seconds without an inbound frame before "
-          "the connection is dropped"),
-    Field("write_wait", _seconds(allow_zero=False), "seconds a blocked write may take"),
-    Field("workers", _workers, "worker processes, or 'auto' for one per CPU"),
-    Field("auth_timeout", _seconds(allow_zero=False), "seconds a connection has to authenticate"),
-    Field("allowed_origins", _origins, "comma-separated allowed Origin values, '*' wildcards "
-          "allowed; empty = any"),
-    Field("max_connections_per_user", _int(0), "connections per user, 0 = unlimited"),
-    Field("max_connections", _int(0), "open connections per worker, 0 = unlimited"),
-    Field("send_queue_size", _int(1), "messages queued per connection before it is closed as "
-          "a slow consumer"),
-    Field("members_cache_ttl", _seconds(allow_zero=True), "seconds a member list is reused, "
-          "0 = never cached"),
-    Field("backend_timeout", _seconds(allow_zero=False), "seconds for one backend call"),
-    Field("backend_max_connections", _int(1), "pooled connections to the backend"),
-    Field("rate_limit", _seconds(allow_zero=True), "events per second per connection, "
-          "0 = no limit"),
-    Field("rate_limit_burst", _int(1), "burst of events per connection"),
-    Field("tls_cert_file", _file, "certificate file for wss:// and https://"),
-    Field("tls_key_file", _file, "private key file for wss:// and https://"),
-    Field("redis_url", _redis_url, "Redis URL for deployments on several hosts"),
-    Field("shutdown_timeout", _seconds(allow_zero=False), "seconds to drain on SIGTERM/SIGINT"),
-    Field("log_level", _choice("debug", "info", "warning", "error"), "log level"),
-    Field("log_format", _choice("text", "json"), "log format: text or json"),
-)
+def _fields() -> tuple[Field, ...]:
+    info = mi.type_info(Settings)
+    assert isinstance(info, mi.StructType)
+    fields = []
+    for f in info.fields:
+        assert isinstance(f.type, mi.Metadata)  # every setting has at least its description
+        extra, kind = f.type.extra or {}, f.type.type
+        if extra.get("variable", True):
+            help_text = str((f.type.extra_json_schema or {})["description"])
+            fields.append(Field(f.name, f.name.upper(), "--" + f.name.replace("_", "-"), kind,
+                                f.default, help_text, extra))
+    return tuple(fields)
 
+
+FIELDS: tuple[Field, ...] = _fields()
 _FIELDS_BY_NAME = {f.name: f for f in FIELDS}
 
 _ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
@@ -253,13 +264,9 @@ def parse_env_file(path: Path) -> dict[str, str]:
     return values
 
 
-def load_settings(
-    flags: Mapping[str, str] | None = None,
-    *,
-    environ: Mapping[str, str] | None = None,
-    env_file: Path | None = None,
-    dev: bool = False,
-) -> Settings:
+def load_settings(flags: Mapping[str, str] | None = None, *,
+                  environ: Mapping[str, str] | None = None, env_file: Path | None = None,
+                  dev: bool = False) -> Settings:
     """Build the settings from the environment, the ``.env`` file and flags (flags win).
 
     ``flags`` maps setting names (lower case) to raw strings as given on the command line.
@@ -301,13 +308,43 @@ def load_settings(
 
 def _check(s: Settings) -> None:
     """Rules that involve several settings."""
-    if not s.internal_api_key and not s.dev:
-        raise ConfigError("INTERNAL_API_KEY is required (or run with --dev)")
+    for field in FIELDS:
+        if field.extra.get("required") and not getattr(s, field.name) and not s.dev:
+            raise ConfigError(f"{field.env} is required (or run with --dev)")
     if s.ping_period >= s.pong_wait:
         raise ConfigError(
             f"invalid PING_PERIOD={s.ping_period:g}: must be less than PONG_WAIT={s.pong_wait:g}"
         )
     if bool(s.tls_cert_file) != bool(s.tls_key_file):
         raise ConfigError("TLS_CERT_FILE and TLS_KEY_FILE must be set together")
-    if s.rate_limit > 0 and s.rate_limit_burst < 1:
-        raise ConfigError("invalid RATE_LIMIT_BURST: must be at least 1")
+    if s.jwt_public_key and s.jwt_secret:
+        raise ConfigError("JWT_PUBLIC_KEY and JWT_SECRET exclude each other: set one of them")
+    # A public key used as an HMAC secret would let anyone who has it sign tokens.
+    if s.jwt_public_key or s.jwt_secret:
+        key = "JWT_SECRET" if s.jwt_secret else "JWT_PUBLIC_KEY"
+        wrong = [a for a in s.jwt_algorithms if a.startswith("HS") != bool(s.jwt_secret)]
+        if wrong:
+            raise ConfigError(f"invalid JWT_ALGORITHMS={','.join(s.jwt_algorithms)!r}: "
+                              f"{', '.join(wrong)} cannot be used with {key}")
+
+
+# The variables through which a supervisor hands a worker process what it needs.
+_WORKER_SETTINGS = "GOGATE_WORKER_SETTINGS"
+_WORKER_INDEX = "GOGATE_WORKER_INDEX"
+_WORKER_BUS = "GOGATE_BUS"
+
+
+def worker_environment(settings: Settings, index: int, bus_path: str) -> dict[str, str]:
+    """The whole environment of worker process ``index``: this process's environment, plus
+    the settings (as JSON: the worker does not parse them again), its index and the bus path."""
+    return {**os.environ, _WORKER_SETTINGS: msgspec.json.encode(settings).decode(),
+            _WORKER_INDEX: str(index), _WORKER_BUS: bus_path}
+
+
+def worker_from_environment() -> tuple[Settings, int, str]:
+    """In a worker process: the settings, index and bus path its supervisor gave it."""
+    try:
+        settings = msgspec.json.decode(os.environ[_WORKER_SETTINGS], type=Settings)
+        return settings, int(os.environ[_WORKER_INDEX]), os.environ[_WORKER_BUS]
+    except (KeyError, ValueError, msgspec.ValidationError) as exc:
+        raise ConfigError(f"not started as a worker by the gogate supervisor: {exc}") from None

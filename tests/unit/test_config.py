@@ -1,24 +1,26 @@
-"""Settings: defaults of the contract's table, precedence of the sources, ``.env`` parsing,
-refused values, and the command line as a process (CONTRACT.md section 1)."""
+"""Settings: defaults of the documented table, precedence of the sources, ``.env`` parsing,
+refused values, and the variables that hand a worker process its settings."""
 
 from __future__ import annotations
 
 import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
-from gogate.config import FIELDS, Settings, load_settings, parse_env_file
+from gogate.config import (
+    FIELDS,
+    Settings,
+    load_settings,
+    parse_env_file,
+    worker_environment,
+    worker_from_environment,
+)
 from gogate.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
-
-# CONTRACT.md section 1, the table of variables, written out.
+# The documented table of variables, written out.
 CONTRACT_DEFAULTS: dict[str, Any] = {
     "HOST": "0.0.0.0",
     "PORT": 8080,
@@ -49,6 +51,15 @@ CONTRACT_DEFAULTS: dict[str, Any] = {
     "SHUTDOWN_TIMEOUT": 10,
     "LOG_LEVEL": "info",
     "LOG_FORMAT": "text",
+    "LISTEN_BACKLOG": 4096,
+    "MAX_CONNECT_RATE": 0,
+    "JWT_PUBLIC_KEY": "",
+    "JWT_SECRET": "",
+    "JWT_ALGORITHMS": (),  # derived from the key when empty
+    "JWT_AUDIENCE": "",
+    "JWT_ISSUER": "",
+    "AUTH_CACHE_TTL": 60,
+    "WRITE_DELAY": 0,
 }
 
 KEY = {"INTERNAL_API_KEY": "k"}
@@ -204,6 +215,17 @@ def test_malformed_env_line_names_file_and_line(tmp_path: Path, bad_line: str) -
     ("MAX_MESSAGE_SIZE", "0"),
     ("SEND_QUEUE_SIZE", "1.5"),
     ("REDIS_URL", "http://redis"),
+    ("LISTEN_BACKLOG", "0"),
+    ("LISTEN_BACKLOG", "many"),
+    ("MAX_CONNECT_RATE", "-1"),
+    ("MAX_CONNECT_RATE", "inf"),
+    ("AUTH_CACHE_TTL", "-5"),
+    ("WRITE_DELAY", "-0.5"),
+    ("WRITE_DELAY", "soon"),
+    ("JWT_ALGORITHMS", "none"),
+    ("JWT_ALGORITHMS", "RS256,None"),
+    ("JWT_ALGORITHMS", "RS999"),
+    ("JWT_PUBLIC_KEY", "/nonexistent/key.pem"),
 ])
 def test_bad_value_names_variable_and_value(tmp_path: Path, variable: str, value: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -296,54 +318,81 @@ def test_settings_are_frozen() -> None:
         Settings().port = 1  # type: ignore[misc]
 
 
-# --- the command line as a process ---------------------------------------------------------
+# --- local token verification --------------------------------------------------------------
 
 
-def cli_env(**extra: str) -> dict[str, str]:
-    """The test's environment without any gogate variable, plus ``extra``."""
-    names = {f.env for f in FIELDS}
-    env = {k: v for k, v in os.environ.items() if k not in names}
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
+@pytest.fixture
+def public_key(tmp_path: Path) -> Path:
+    """A real Ed25519 public key in PEM."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    pem = Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    path = tmp_path / "public.pem"
+    path.write_bytes(pem)
+    return path
 
 
-def run_cli(tmp: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gogate", *args], cwd=tmp, env=cli_env(**env),
-                          capture_output=True, text=True, timeout=30)
+def test_jwt_settings_accepted(tmp_path: Path, public_key: Path) -> None:
+    settings = load({"JWT_PUBLIC_KEY": str(public_key), "JWT_ALGORITHMS": " eddsa , es256 ,",
+                     "JWT_AUDIENCE": "buzzchat", "JWT_ISSUER": "https://auth.example.com",
+                     **KEY}, tmp=tmp_path)
+    assert settings.jwt_public_key == str(public_key)
+    assert settings.jwt_algorithms == ("EdDSA", "ES256")
+    assert (settings.jwt_audience, settings.jwt_issuer) == ("buzzchat",
+                                                            "https://auth.example.com")
+    secret = load({"JWT_SECRET": "s3cret-of-at-least-32-bytes-length!", **KEY}, tmp=tmp_path)
+    assert secret.jwt_secret == "s3cret-of-at-least-32-bytes-length!"
+    assert secret.jwt_algorithms == ()
 
 
-def stderr_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
-    return [line for line in result.stderr.splitlines() if line.strip()]
+def test_jwt_public_key_must_be_a_pem_file(tmp_path: Path) -> None:
+    not_pem = write_env(tmp_path, "just some text\n", name="key.txt")
+    with pytest.raises(ConfigError, match=r"JWT_PUBLIC_KEY.*key\.txt.*PEM"):
+        load({"JWT_PUBLIC_KEY": str(not_pem), **KEY}, tmp=tmp_path)
+    with pytest.raises(ConfigError, match=r"JWT_PUBLIC_KEY.*no such file"):
+        load({"JWT_PUBLIC_KEY": str(tmp_path), **KEY}, tmp=tmp_path)
 
 
-def test_cli_bad_env_value_exits_2_with_one_line(tmp_path: Path) -> None:
-    result = run_cli(tmp_path, PORT="abc", INTERNAL_API_KEY="k")
-    assert result.returncode == 2
-    lines = stderr_lines(result)
-    assert len(lines) == 1, result.stderr
-    assert "PORT" in lines[0] and "abc" in lines[0]
+def test_jwt_public_key_and_secret_exclude_each_other(tmp_path: Path, public_key: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load({"JWT_PUBLIC_KEY": str(public_key), "JWT_SECRET": "s", **KEY}, tmp=tmp_path)
+    assert "JWT_PUBLIC_KEY" in str(info.value) and "JWT_SECRET" in str(info.value)
 
 
-def test_cli_bad_flag_value_exits_2_with_one_line(tmp_path: Path) -> None:
-    result = run_cli(tmp_path, "--port", "abc", INTERNAL_API_KEY="k")
-    assert result.returncode == 2
-    lines = stderr_lines(result)
-    assert len(lines) == 1, result.stderr
-    assert "PORT" in lines[0] and "abc" in lines[0]
+def test_jwt_algorithms_must_fit_the_key(tmp_path: Path, public_key: Path) -> None:
+    with pytest.raises(ConfigError, match=r"JWT_ALGORITHMS.*HS256.*JWT_PUBLIC_KEY"):
+        load({"JWT_PUBLIC_KEY": str(public_key), "JWT_ALGORITHMS": "RS256,HS256", **KEY},
+             tmp=tmp_path)
+    with pytest.raises(ConfigError, match=r"JWT_ALGORITHMS.*RS256.*JWT_SECRET"):
+        load({"JWT_SECRET": "s", "JWT_ALGORITHMS": "HS256,RS256", **KEY}, tmp=tmp_path)
 
 
-def test_cli_missing_internal_api_key_exits_2(tmp_path: Path) -> None:
-    result = run_cli(tmp_path)
-    assert result.returncode == 2
-    lines = stderr_lines(result)
-    assert len(lines) == 1, result.stderr
-    assert "INTERNAL_API_KEY" in lines[0]
+def test_connect_storm_and_write_settings(tmp_path: Path) -> None:
+    settings = load({"LISTEN_BACKLOG": "65535", "MAX_CONNECT_RATE": "250.5",
+                     "AUTH_CACHE_TTL": "0", "WRITE_DELAY": "2", **KEY}, tmp=tmp_path)
+    assert settings.listen_backlog == 65535
+    assert settings.max_connect_rate == 250.5
+    assert settings.auth_cache_ttl == 0
+    assert settings.write_delay == 2.0
 
 
-def test_cli_help_lists_every_setting(tmp_path: Path) -> None:
-    result = run_cli(tmp_path, "--help")
-    assert result.returncode == 0, result.stderr
-    expected = [f"--{f.name.replace('_', '-')}" for f in FIELDS] + ["--dev", "--env-file"]
-    for flag in expected:
-        assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", result.stdout), flag
+# --- worker processes ----------------------------------------------------------------------
+
+
+def test_worker_receives_the_supervisors_settings(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load({"WORKERS": "auto", "ALLOWED_ORIGINS": "https://a.com", "PORT": "9100",
+                     **KEY}, tmp=tmp_path)
+    env = worker_environment(settings, 3, "/run/gogate/bus.sock")
+    assert env["PATH"] == os.environ["PATH"]  # the rest of the environment stays
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert worker_from_environment() == (settings, 3, "/run/gogate/bus.sock")
+
+
+def test_worker_outside_a_supervisor_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GOGATE_WORKER_SETTINGS", raising=False)
+    with pytest.raises(ConfigError, match="supervisor"):
+        worker_from_environment()
