@@ -5,5 +5,10 @@ backend, forwards the user's writes to the backend, and broadcasts the results t
 member of the chat, on every device.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:  # the version of the installed distribution, declared once in pyproject.toml
+    __version__ = version("gogate")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "unknown"
 __all__ = ["__version__"]

@@ -16,36 +16,60 @@ from pathlib import Path
 
 import msgspec
 
+from gogate import __version__
 from gogate.config import FIELDS, Settings, load_settings
 from gogate.errors import ConfigError
 from gogate.log import configure, server_log
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "version_line"]
 
 DEV_INTERNAL_API_KEY = "dev-internal-key"
 
 
+_SOURCES = """\
+Every setting is read from, in this order, each source overriding the one before:
+  1. its built-in default;
+  2. a .env file in the working directory (or the file given with --env-file), with
+     NAME=value lines; a variable already set in the environment wins over the file;
+  3. the environment variable NAME;
+  4. the flag --name (lower case, dashes for underscores).
+INTERNAL_API_KEY is required, except with --dev. A value that cannot be used stops
+startup with one line naming the variable and the value, and exit code 2."""
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The flags: --dev, --env-file, and one per setting, with its variable and default."""
     parser = argparse.ArgumentParser(
-        prog="python -m gogate",
-        description="gogate: the BuzzChat WebSocket gateway. Settings come from the "
-                    "environment, from a .env file in the working directory (the environment "
-                    "wins over the file), and from these flags (flags win over both). Each "
-                    "flag stands for the variable of the same name in upper case with "
-                    "underscores; INTERNAL_API_KEY is required except with --dev.",
+        prog="python -m gogate", formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="%(prog)s [-h] [--version] [--dev] [--env-file PATH] [--<setting> VALUE ...]",
+        description="gogate: the BuzzChat WebSocket gateway.\n\n" + _SOURCES,
     )
     parser.add_argument("--dev", action="store_true",
                         help="development mode: also run an embedded development backend with "
                              "demo users and chats, and print demo tokens")
     parser.add_argument("--env-file", type=Path, default=None, metavar="PATH",
                         help="read settings from this file instead of ./.env")
-    defaults = {f.name: f.default for f in msgspec.structs.fields(Settings)}
+    parser.add_argument("--version", action="version", version=version_line(),
+                        help="print the version and the hot-path implementation, then exit")
+    settings = parser.add_argument_group(
+        "settings", "each flag, its environment variable, meaning and default")
     for field in FIELDS:
-        default = defaults[field.name]
-        shown = ",".join(default) if isinstance(default, tuple) else default
-        parser.add_argument(field.flag, dest=field.name, default=None, metavar=field.env,
-                            help=f"{field.help} (default: {shown if shown != '' else 'empty'})")
+        choices = field.extra.get("choices")
+        meaning = f"{field.help}: {', '.join(choices)}" if choices else field.help
+        settings.add_argument(field.flag, dest=field.name, default=None, metavar=field.env,
+                              help=f"{meaning} (variable {field.env}, "
+                                   f"default: {field.shown_default})")
     return parser
+
+
+def version_line() -> str:
+    """``gogate 0.1.0 (compiled hot path, CPython 3.11.7)``: what runs, as bug reports need it."""
+    import platform
+
+    from gogate_fast import IMPLEMENTATION
+
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    return f"gogate {__version__} ({IMPLEMENTATION} hot path, {python})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,10 +98,11 @@ async def _serve(settings: Settings) -> int:
     """One worker in this process, or a supervisor of several."""
     count = _worker_count(settings)
     if count == 1 and not settings.redis_url:
+        from gogate.hub import LocalBroker
         from gogate.server import run
 
-        return await run(settings)
-    from gogate.supervisor import run as supervise
+        return await run(settings, LocalBroker())
+    from gogate.cluster.supervisor import run as supervise
 
     return await supervise(settings, count)
 

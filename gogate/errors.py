@@ -107,14 +107,17 @@ class CloseReason(NamedTuple):
 class Close(enum.Enum):
     """Every reason the gateway closes a connection."""
 
+    # policy (1008): who may hold a connection
     AUTH_TIMEOUT = CloseReason(1008, "authentication timeout", True)
     AUTH_FAILED = CloseReason(1008, "too many failed authentication attempts", False)
     AUTH_EXPIRED = CloseReason(1008, "token expired", True)
     TOO_MANY_CONNECTIONS = CloseReason(1008, "too many connections for this user", False)
+    # what the client sent cannot be read
     MESSAGE_TOO_BIG = CloseReason(1009, "message too big", True)
     INVALID_UTF8 = CloseReason(1007, "invalid UTF-8 in text frame", True)
     BINARY_FRAME = CloseReason(1003, "binary frames are not supported", False)
     PROTOCOL_ERROR = CloseReason(1002, "protocol error", True)
+    # the connection's health, and the server's
     PING_TIMEOUT = CloseReason(1001, "no frame received within the pong wait", True)
     SLOW_CONSUMER = CloseReason(1013, "slow consumer: send queue full", True)
     WRITE_TIMEOUT = CloseReason(1013, "slow consumer: write blocked too long", True)

@@ -13,24 +13,28 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gogate.errors import BackendUnavailable
+from gogate.metrics import Metrics
 
 __all__ = ["MembersCache"]
 
 Fetch = Callable[[int], Coroutine[Any, Any, frozenset[int]]]
+"""The backend's member list of a chat (:meth:`gogate.backend.BackendClient.chat_members`)."""
 
 
 class MembersCache:
     """Member lists by chat id, with single-flight fetches and a stale fallback."""
 
     def __init__(self, fetch: Fetch, ttl: float, *, stale_for: float = 60.0,
-                 retry_for: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 retry_for: float = 30.0, clock: Callable[[], float] = time.monotonic,
+                 metrics: Metrics | None = None) -> None:
         self._fetch = fetch
+        self._entries: dict[int, tuple[frozenset[int], float]] = {}
+        self._inflight: dict[int, asyncio.Task[frozenset[int]]] = {}
         self.ttl = ttl
         self.stale_for = stale_for
         self.retry_for = retry_for
         self._clock = clock
-        self._entries: dict[int, tuple[frozenset[int], float]] = {}
-        self._inflight: dict[int, asyncio.Task[frozenset[int]]] = {}
+        self._metrics = metrics
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -82,6 +86,8 @@ class MembersCache:
     async def _fetch_shared(self, chat_id: int) -> frozenset[int]:
         task = self._inflight.get(chat_id)
         if task is None:
+            if self._metrics is not None:
+                self._metrics.member_fetches.inc()
             task = asyncio.get_running_loop().create_task(self._fetch(chat_id))
             self._inflight[chat_id] = task
             task.add_done_callback(lambda t: self._settle(chat_id, t))

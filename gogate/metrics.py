@@ -6,17 +6,26 @@ at scrape time from the live structures, so the hot path pays nothing for them.
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
+from typing import Final
+
+import msgspec
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
+    Info,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+from gogate_fast import IMPLEMENTATION
+
+__all__ = ["CONTENT_TYPE_LATEST", "FamilyRecord", "Metrics", "SampleRecord", "decode_families",
+           "describe_process", "encode_families"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -28,6 +37,7 @@ class Metrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        describe_process(r)
         self.connections = Gauge("gogate_connections", "Open WebSocket connections.", registry=r)
         self.authenticated = Gauge("gogate_authenticated_connections",
                                    "Authenticated WebSocket connections.", registry=r)
@@ -83,3 +93,54 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def describe_process(registry: CollectorRegistry) -> None:
+    """Add the process's own series to ``registry``: ``process_*`` (CPU, memory, open files)
+    and ``gogate_build_info{version,implementation}``."""
+    ProcessCollector(registry=registry)
+    try:
+        release = version("gogate")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        release = "unknown"
+    Info("gogate_build", "The running gogate: its version and hot-path implementation.",
+         registry=registry).info({"version": release, "implementation": IMPLEMENTATION})
+
+
+# Metric families carried between processes: the workers of a supervisor send theirs over the
+# bus, and the supervisor serves them all on one /metrics. Values stay floats (NaN and the
+# infinities included); timestamps and exemplars, which gogate never sets, are not carried.
+
+class SampleRecord(msgspec.Struct, array_like=True):
+    """One sample of a family: its full name (``gogate_events_in_total``), labels, value."""
+
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+class FamilyRecord(msgspec.Struct, array_like=True):
+    """One metric family as ``prometheus_client`` collects it."""
+
+    name: str
+    type: str
+    documentation: str
+    unit: str
+    samples: list[SampleRecord]
+
+
+_encode_records: Final = msgspec.msgpack.Encoder().encode
+_decode_records: Final = msgspec.msgpack.Decoder(list[FamilyRecord]).decode
+
+
+def encode_families(registry: CollectorRegistry) -> bytes:
+    """Every family of ``registry``, collected now, as bytes for another process."""
+    return _encode_records([
+        FamilyRecord(family.name, family.type, family.documentation, family.unit,
+                     [SampleRecord(s.name, s.labels, s.value) for s in family.samples])
+        for family in registry.collect()])
+
+
+def decode_families(data: bytes) -> list[FamilyRecord]:
+    """The families of :func:`encode_families`; raises ``msgspec.DecodeError`` on garbage."""
+    return _decode_records(data)

@@ -1,8 +1,12 @@
 """The composition root of one worker: it builds every part, listens, and drains on shutdown.
 
+Every part gets what it needs as constructor arguments, here and nowhere else. The broker comes
+from outside: a lone gateway is given the in-process one, a worker of several the one that
+reaches its supervisor; this module names neither.
+
 The public port is a picows listener: ``/ws`` upgrades to the protocol of
 :mod:`gogate.connection`; ``/health`` and ``/`` are answered by the listener factory itself;
-anything else is 404. The internal port serves ``/metrics``.
+anything else is 404. A lone gateway also serves the internal API (:mod:`gogate.internal`).
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ import re
 import signal
 import ssl
 import time
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Collection, Coroutine, Sequence
+from typing import Any, Final
 
 import msgspec
 from picows import (
@@ -27,16 +31,16 @@ from picows import (
 )
 
 from gogate.backend import BackendClient
-from gogate.broker import BusBroker, LocalBroker
 from gogate.config import Settings
 from gogate.connection import Connection, Registry
+from gogate.dispatch import Dispatcher
 from gogate.errors import ClientError, Close
-from gogate.handlers import Services
-from gogate.hub import Hub
+from gogate.handlers import Context
+from gogate.hub import Broker, Hub
 from gogate.internal import InternalServer
 from gogate.log import server_log
 from gogate.members import MembersCache
-from gogate.metrics import Metrics
+from gogate.metrics import Metrics, encode_families
 from gogate_fast import IMPLEMENTATION, Flusher
 
 __all__ = ["Gateway", "OriginPolicy", "run"]
@@ -73,52 +77,56 @@ def _response(status: int, body: bytes, headers: Sequence[tuple[str, str]] = ()
 class Gateway:
     """One worker: listener, hub, backend pool, timers. ``start`` binds, ``stop`` drains.
 
-    Alone (``broker`` None) it serves the internal API itself; as worker ``index`` of a
-    supervisor it shares the port (``SO_REUSEPORT``) and reaches the others over the bus.
+    It is the :class:`~gogate.hub.Node` its broker serves. Alone (``worker`` None) it serves the
+    internal API itself; as worker ``worker`` of a supervisor it shares the port
+    (``SO_REUSEPORT``) with the others and names itself in the upgrade response.
     """
 
-    def __init__(self, settings: Settings, broker: BusBroker | None = None,
-                 index: int = 0) -> None:
+    def __init__(self, settings: Settings, broker: Broker, worker: int | None = None) -> None:
         self.settings = settings
-        self.index = index
+        self.worker = worker
+        self.broker = broker
         self.metrics = Metrics()
         self.backend = BackendClient(settings.backend_api_url, settings.internal_api_key,
                                      timeout=settings.backend_timeout,
                                      max_connections=settings.backend_max_connections,
                                      observe=self.metrics.backend_call)
-        self.members = MembersCache(self._fetch_members, settings.members_cache_ttl)
-        self.broker: LocalBroker | BusBroker = LocalBroker() if broker is None else broker
-        if broker is not None:
-            broker.control(self)
-            broker.count = lambda direction: self.metrics.broker_messages.labels(direction).inc()
-        self.hub = Hub(self.broker, self.metrics,
-                       Flusher(asyncio.get_running_loop().call_soon))
-        self.services = Services(settings, self.backend, self.members, self.hub, self.metrics)
+        self.members = MembersCache(self.backend.chat_members, settings.members_cache_ttl,
+                                    metrics=self.metrics)
+        self.hub = Hub(broker, self.metrics)
+        self.flows = Context(self.backend, self.members, broker, self.metrics)
+        self.dispatcher = Dispatcher(settings, self.flows, self.hub)
+        self.flusher = Flusher(asyncio.get_running_loop().call_soon)
         self.registry = Registry()
         self.origins = OriginPolicy(settings.allowed_origins)
-        self.internal = None if broker is not None else InternalServer(
+        self.internal = None if worker is not None else InternalServer(
             self, settings.internal_host, settings.internal_port, settings.internal_api_key)
         # A worker among several names itself in the upgrade response (kept by the transport
-        # for the connection's life, so a single worker adds nothing).
-        self._upgrade_headers = None if broker is None else [("X-Gogate-Worker", str(index))]
+        # for the connection's life, so a lone gateway adds nothing).
+        self._upgrade_headers = None if worker is None else [("X-Gogate-Worker", str(worker))]
         self.port = settings.port
+        self.stopping = asyncio.Event()  # set by a signal, or when the deployment is gone
         self._server: asyncio.Server | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # publishes to chats under way
         self.metrics.connections.set_function(lambda: len(self.registry.open))
         self.metrics.authenticated.set_function(lambda: self.hub.connections)
         self.metrics.users.set_function(lambda: self.hub.user_count)
 
-    async def _fetch_members(self, chat_id: int) -> frozenset[int]:
-        self.metrics.member_fetches.inc()
-        return await self.backend.chat_members(chat_id)
+    # --- what the broker asks (Node) and the internal API (Deployment) ------------------------
 
-    # --- the internal API (alone) and the supervisor's requests (as a worker) ------------------
+    def deliver(self, user_ids: Collection[int], event: str, payload: bytes,
+                exclude_user: int | None, droppable: bool) -> None:
+        self.hub.deliver(user_ids, event, payload, exclude_user, droppable)
+
+    def held(self, user_id: int) -> int:
+        return self.hub.held(user_id)
 
     def publish_users(self, user_ids: list[int], event: str, payload: bytes) -> None:
-        self.hub.publish(frozenset(user_ids), event, payload)
+        self.broker.publish(frozenset(user_ids), event, payload, None, False)
 
     def publish_chat(self, chat_id: int, event: str, payload: bytes) -> None:
-        self.services.spawn(self._publish_chat(chat_id, event, payload))
+        self._spawn(self._publish_chat(chat_id, event, payload))
 
     async def _publish_chat(self, chat_id: int, event: str, payload: bytes) -> None:
         try:
@@ -127,7 +135,7 @@ class Gateway:
             server_log.warning("publish to chat %d not delivered: %s", chat_id, exc.message,
                                extra={"chat_id": chat_id, "event": event})
             return
-        self.hub.publish(members, event, payload)
+        self.broker.publish(members, event, payload, None, False)
 
     def invalidate(self, chat_id: int) -> None:
         self.members.invalidate(chat_id)
@@ -138,8 +146,16 @@ class Gateway:
     async def metrics_text(self) -> bytes:
         return self.metrics.render()
 
-    def render_metrics(self) -> bytes:
-        return self.metrics.render()
+    def collect(self) -> bytes:
+        return encode_families(self.metrics.registry)
+
+    def lost(self) -> None:
+        self.stopping.set()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # --- routes of the public port ------------------------------------------------------------
 
@@ -152,7 +168,7 @@ class Gateway:
             body = msgspec.json.encode({
                 "status": "ok" if self.registry.accepting else "draining",
                 "service": "gogate", "implementation": IMPLEMENTATION, "pid": os.getpid(),
-                "worker": self.index, "connections": len(self.registry.open)})
+                "worker": self.worker or 0, "connections": len(self.registry.open)})
             return _response(200, body, _JSON)
         if path == b"/":
             return _response(200, _INFO)
@@ -172,7 +188,8 @@ class Gateway:
         if not self.registry.accepting or (limit and len(self.registry.open) >= limit):
             return _response(503, b"503 Service Unavailable: try again later\n",
                              (("Retry-After", "5"),))
-        connection = Connection(self.services, self.registry)
+        connection = Connection(self.settings, self.dispatcher, self.hub, self.flusher,
+                                self.registry, self.metrics)
         if self._upgrade_headers is None:
             return connection
         return WSUpgradeResponseWithListener(
@@ -183,7 +200,7 @@ class Gateway:
     async def start(self) -> None:
         s = self.settings
         await self.backend.start()
-        await self.broker.start()
+        await self.broker.start(self)
         if self.internal is not None:
             await self.internal.start()
         ssl_context = None
@@ -199,7 +216,7 @@ class Gateway:
             use_aiofastnet=False,  # the loop's own transports: 5 KB less per connection
             logger_name="server",
             reuse_address=True,
-            reuse_port=isinstance(self.broker, BusBroker),
+            reuse_port=self.worker is not None,
             ssl=ssl_context,
         )
         sockets = self._server.sockets
@@ -230,9 +247,10 @@ class Gateway:
             if now - last_prune >= 10.0:
                 last_prune = now
                 self.members.prune()
-                self.services.typing_gate.prune()
+                self.flows.typing_gate.prune()
 
     def _sweep(self, now: float) -> None:
+        # A function of its own, so that no connection stays referenced by the beat's frame.
         for conn in list(self.registry.open):
             conn.heartbeat(now)
 
@@ -246,15 +264,14 @@ class Gateway:
         self._server.close()
         server_log.info("draining %d connections", len(self.registry.open))
         pending = [t for c in self.registry.open if (t := c.pending_write) is not None]
-        pending += self.services.tasks
+        pending += [*self.dispatcher.tasks, *self._tasks]
         if pending:
             _, late = await asyncio.wait(pending,
                                          timeout=max(0.0, deadline - time.monotonic() - 1.0))
-            for task in late:  # their handlers tell the client what became of its event
+            for task in late:  # their flows tell the client what became of its event
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        if isinstance(self.broker, BusBroker):
-            await self.broker.drained(deadline - time.monotonic() - 0.5)
+        await self.broker.drained(deadline - time.monotonic() - 0.5)
         for conn in list(self.registry.open):
             conn.close(Close.SHUTDOWN)
         while self.registry.open and time.monotonic() < deadline:
@@ -270,16 +287,13 @@ class Gateway:
         server_log.info("gogate stopped")
 
 
-async def run(settings: Settings, broker: BusBroker | None = None, index: int = 0) -> int:
-    """Serve until SIGTERM or SIGINT (or, as a worker, until the supervisor is gone), then
+async def run(settings: Settings, broker: Broker, worker: int | None = None) -> int:
+    """Serve until SIGTERM or SIGINT (or until the broker finds the deployment gone), then
     drain and return the exit code."""
+    gateway = Gateway(settings, broker, worker)
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if broker is not None:
-        broker.on_lost = stop.set
-    gateway = Gateway(settings, broker, index)
+        loop.add_signal_handler(sig, gateway.stopping.set)
     try:
         await gateway.start()
     except OSError as exc:
@@ -288,7 +302,7 @@ async def run(settings: Settings, broker: BusBroker | None = None, index: int = 
         if gateway.internal is not None:
             await gateway.internal.stop()
         return 1
-    await stop.wait()
+    await gateway.stopping.wait()
     server_log.info("shutdown requested")
     await gateway.stop()
     return 0

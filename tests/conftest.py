@@ -3,7 +3,8 @@ WebSocket client that is not picows (``websockets``).
 
 Async tests run under uvloop, the loop the product runs on. ``make_gateway(**overrides)``
 starts a gateway in this process with settings overrides; ``gateway_process`` runs
-``python -m gogate`` as a subprocess for what only a process can show (signals, exit codes).
+``python -m gogate`` as a subprocess for what only a process can show (signals, exit codes),
+started by ``bench.procs`` as the benchmarks start it.
 """
 
 from __future__ import annotations
@@ -11,12 +12,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,8 +24,10 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 import gogate_fast
+from bench.procs import GatewayProcess, child_env, free_port, launch_gateway
 from gogate.config import FIELDS, Settings
 from gogate.devbackend import DevBackend
+from gogate.hub import LocalBroker
 from gogate.server import Gateway
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,12 +45,6 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item
     if item.get_closest_marker("both_loops"):
         return {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
     return {"uvloop": uvloop.new_event_loop}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -89,7 +80,7 @@ async def make_gateway(backend: DevBackend) -> AsyncIterator[MakeGateway]:
     started: list[Gateway] = []
 
     async def make(**overrides: Any) -> Gateway:
-        gateway = Gateway(gateway_settings(backend.url, **overrides))
+        gateway = Gateway(gateway_settings(backend.url, **overrides), LocalBroker())
         await gateway.start()
         started.append(gateway)
         return gateway
@@ -254,69 +245,25 @@ async def clear_fault(backend: DevBackend) -> None:
 
 # --- the gateway as a process -------------------------------------------------------------
 
-
-class GatewayProcess:
-    """``python -m gogate`` running in a subprocess, with its stderr captured to a file."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log: Path, port: int,
-                 internal_port: int) -> None:
-        self.log_path = log
-        self.port = port
-        self.internal_port = internal_port
-        self._log = log.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "gogate", *args], cwd=ROOT,
-                                     env=env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"gateway exited early:\n{self.output()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"gateway did not listen in time:\n{self.output()}")
-
-    def output(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def signal(self, sig: int = signal.SIGTERM) -> None:
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout: float = 20.0) -> int:
-        return self.proc.wait(timeout)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        self._log.close()
-
-
 StartProcess = Callable[..., GatewayProcess]
 
 
 @pytest.fixture
 def gateway_process(tmp_path: Path) -> Iterator[StartProcess]:
     """Start ``python -m gogate`` with env overrides; ``start(env={...}, args=[...])``.
-    Ports are chosen free unless given; the process is killed at teardown if still running."""
+    Ports are chosen free unless given; the process runs in ``tmp_path``, logs there, and is
+    killed at teardown if still running."""
     started: list[GatewayProcess] = []
 
     def start(env: dict[str, str] | None = None, args: list[str] | None = None,
               wait: bool = True) -> GatewayProcess:
-        port, internal_port = free_port(), free_port()
-        settings_vars = {f.env for f in FIELDS}  # none leaks in from the caller's environment
-        full_env = {k: v for k, v in os.environ.items()
-                    if k not in settings_vars and not k.startswith("GOGATE_")}
-        full_env.update({"PORT": str(port), "INTERNAL_PORT": str(internal_port),
-                         "HOST": "127.0.0.1", "INTERNAL_API_KEY": KEY,
-                         "PYTHONUNBUFFERED": "1"})
-        full_env.update(env or {})
-        proc = GatewayProcess(args or [], full_env, tmp_path / f"gateway-{len(started)}.log",
-                              int(full_env["PORT"]), int(full_env["INTERNAL_PORT"]))
+        # No setting leaks in from the caller's environment.
+        full_env = child_env({"PORT": str(free_port()), "INTERNAL_PORT": str(free_port()),
+                              "HOST": "127.0.0.1", "INTERNAL_API_KEY": KEY,
+                              "PYTHONUNBUFFERED": "1", **(env or {})},
+                             drop={f.env for f in FIELDS})
+        proc = launch_gateway(full_env, args or [], cwd=tmp_path,
+                              log=tmp_path / f"gateway-{len(started)}.log", wait=False)
         started.append(proc)
         if wait:
             proc.wait_ready()
@@ -324,4 +271,4 @@ def gateway_process(tmp_path: Path) -> Iterator[StartProcess]:
 
     yield start
     for proc in started:
-        proc.stop()
+        proc.kill()

@@ -5,6 +5,7 @@ A frame is a 4-byte big-endian length followed by one msgpack-encoded message (a
 array). Workers tell the supervisor which users they hold (``Acquire`` / ``Release``) and hand
 it the events whose receivers may sit elsewhere (``Publish``); the supervisor forwards each
 event only to the workers holding one of its receivers, so every connection receives it once.
+The worker's end is :mod:`gogate.cluster.link`, the supervisor's :mod:`gogate.cluster.host`.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class Acquire(msgspec.Struct, tag="acq", array_like=True):
 
 
 class Granted(msgspec.Struct, tag="grant", array_like=True):
+    """The supervisor's answer to the worker's ``Acquire`` numbered ``request``."""
+
     request: int
     ok: bool
 
@@ -83,6 +86,8 @@ class PublishChat(msgspec.Struct, tag="pubchat", array_like=True):
 
 
 class Invalidate(msgspec.Struct, tag="inval", array_like=True):
+    """Forget the cached member list of a chat (on every worker, of every host)."""
+
     chat_id: int
 
 
@@ -95,12 +100,16 @@ class CloseNow(msgspec.Struct, tag="close", array_like=True):
 
 
 class MetricsRequest(msgspec.Struct, tag="mreq", array_like=True):
+    """The supervisor is scraped: every worker answers with a ``MetricsReply``."""
+
     request: int
 
 
 class MetricsReply(msgspec.Struct, tag="mrep", array_like=True):
+    """A worker's metric families, as :func:`gogate.metrics.encode_families` made them."""
+
     request: int
-    text: bytes
+    families: bytes
 
 
 Message = (Hello | Acquire | Granted | Release | Publish | PublishChat | Invalidate

@@ -1,4 +1,5 @@
-"""Routing between hosts through Redis (``REDIS_URL``), run by each host's supervisor.
+"""Routing between hosts through Redis (``REDIS_URL``): the host's peer link to the others, run
+by each host's supervisor (:mod:`gogate.cluster.host`).
 
 The scheme routes by receiver. Each host has an id and a channel ``gogate:host:<id>``, and
 keeps ``gogate:alive:<id>`` alive (30 s expiry, refreshed every 10 s). For each user online
@@ -22,17 +23,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import msgspec
 import redis.asyncio as redis
+from prometheus_client import Counter
 from redis.exceptions import RedisError
 
-from gogate import bus
+from gogate.cluster import bus
 from gogate.log import server_log
 
-__all__ = ["RedisRelay"]
+__all__ = ["Local", "RedisRelay"]
 
 _ALIVE_TTL: Final = 30
 _ALIVE_EVERY: Final = 10.0
@@ -106,17 +107,24 @@ def _user_key(user_id: int) -> str:
     return f"gogate:user:{user_id}"
 
 
-class RedisRelay:
-    """This host's link to the others. ``deliver`` receives events and invalidations from
-    other hosts; ``held`` lists the users this host holds, with their connection counts."""
+class Local(Protocol):
+    """What the relay needs of this host."""
 
-    def __init__(self, url: str, deliver: Callable[[bus.Publish | bus.Invalidate], None],
-                 held: Callable[[], dict[int, int]],
-                 count: Callable[[str], None] = lambda outcome: None) -> None:
+    def arrived(self, message: bus.Publish | bus.Invalidate) -> None:
+        """An event or an invalidation from another host, for this host's workers."""
+
+    def totals(self) -> dict[int, int]:
+        """User id → connections on this host, for every user it holds."""
+
+
+class RedisRelay:
+    """This host's link to the others. ``events`` counts, by outcome, the events it carries."""
+
+    def __init__(self, url: str, local: Local, events: Counter) -> None:
         self._url = url
-        self._deliver = deliver
-        self._held = held
-        self._count = count
+        self._local = local
+        self._outcomes = {outcome: events.labels(outcome)
+                          for outcome in ("published", "received", "unroutable")}
         self.host = ""
         self.connected = False
         self._client: redis.Redis | None = None
@@ -192,7 +200,7 @@ class RedisRelay:
                     continue
                 if envelope.origin != self.host:
                     self._count("received")
-                    self._deliver(envelope.message)
+                    self._local.arrived(envelope.message)
         finally:
             keepalive.cancel()
             await asyncio.gather(keepalive, return_exceptions=True)
@@ -206,9 +214,9 @@ class RedisRelay:
 
     async def _resync(self, client: redis.Redis) -> None:
         """Make this host's entries in Redis equal its own counts: the authority is the
-        supervisor's table, so counts a race or an outage left wrong last 10 s at most."""
+        host's presence table, so counts a race or an outage left wrong last 10 s at most."""
         index = f"gogate:hostusers:{self.host}"
-        held = self._held()
+        held = self._local.totals()
         registered = {int(member) for member in await client.smembers(index)}
         pipe = client.pipeline(transaction=False)
         for user_id in registered - held.keys():
@@ -221,7 +229,10 @@ class RedisRelay:
         pipe.expire(index, 3 * _ALIVE_TTL)
         await pipe.execute()
 
-    # --- what the supervisor calls --------------------------------------------------------------
+    def _count(self, outcome: str, events: int = 1) -> None:
+        self._outcomes[outcome].inc(events)
+
+    # --- what the host calls ------------------------------------------------------------------
 
     def publish(self, message: bus.Publish) -> None:
         """Send an event to the other hosts holding one of its receivers, after every event
@@ -244,13 +255,11 @@ class RedisRelay:
                     self.host, _encode(_Envelope(self.host, message))])
             try:
                 await pipe.execute()
-                for _ in batch:
-                    self._count("published")
+                self._count("published", len(batch))
             except (RedisError, OSError):
-                for _ in batch:
-                    self._count("unroutable")
-        for _ in self._outbox:
-            self._count("unroutable")
+                self._count("unroutable", len(batch))
+        if self._outbox:
+            self._count("unroutable", len(self._outbox))
         self._outbox.clear()
 
     async def broadcast(self, message: bus.Invalidate) -> None:
