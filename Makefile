@@ -6,7 +6,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-smoke clean
+.PHONY: run test test-tools autobahn lint bench bench-smoke clean
+
+# Programs the tests run that pip cannot install, with the Debian package of each
+# (.ci/run installs them): a real Redis, Prometheus' promtool, a headless browser.
+TEST_TOOLS := redis-server:redis-server promtool:prometheus chromium:chromium
 
 $(STAMP): pyproject.toml setup.py gogate_fast/_fast.pyx gogate_fast/_fast.pxd
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,23 +21,40 @@ $(STAMP): pyproject.toml setup.py gogate_fast/_fast.pyx gogate_fast/_fast.pxd
 run: $(STAMP)
 	$(BIN)/python -m gogate --dev
 
-test: $(STAMP) lint
+test: test-tools $(STAMP) lint
 	$(BIN)/python -m pytest
 	GOGATE_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q -p no:cacheprovider \
 		tests/test_protocol.py tests/test_delivery.py tests/test_lifetime.py tests/test_robustness.py
+	$(MAKE) --no-print-directory autobahn
 	$(MAKE) --no-print-directory bench-smoke
+
+# Another gateway to compare against in the load benchmarks, e.g.
+#   make bench BASELINE='--baseline go=legacy:/path/to/original/gogate'
+BASELINE ?=
 
 # Every benchmark at tiny sizes: checks that they run and print their figures (no timing gates).
 bench-smoke: $(STAMP)
 	$(BIN)/python -m bench.micro --benchmark-max-time=0.01 --benchmark-min-rounds=1
-	$(BIN)/python -m bench.loadgen all --smoke
+	$(BIN)/python -m bench.loadgen all --smoke $(BASELINE)
 	$(BIN)/python -m bench.scaleout --smoke
+
+# Autobahn|Testsuite's conformance cases against /ws, judged as a server that does not echo
+# (rules in tests/autobahn/run.py). Needs Python 2.7; sets up .venv-autobahn/ on first use.
+autobahn: $(STAMP)
+	$(BIN)/python -m tests.autobahn.run
 
 # The full load benchmarks (several minutes; run nothing else meanwhile).
 bench: $(STAMP)
 	$(BIN)/python -m bench.micro
-	$(BIN)/python -m bench.loadgen all --repeat 2
+	$(BIN)/python -m bench.loadgen all --repeat 2 $(BASELINE)
 	$(BIN)/python -m bench.scaleout
+
+# Stops with one line naming what to install when a program the tests need is missing.
+test-tools:
+	@missing=; for tool in $(TEST_TOOLS); do command -v $${tool%%:*} >/dev/null \
+		|| missing="$$missing $${tool#*:}"; done; \
+	if [ -n "$$missing" ]; then echo "make test needs programs that are not installed:" \
+		"run 'apt-get install$$missing' (as .ci/run does)" >&2; exit 1; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check
