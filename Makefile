@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-tools autobahn lint bench bench-smoke clean
+.PHONY: run test test-tools autobahn fuzz lint bench bench-smoke clean
 
 # Programs the tests run that pip cannot install, with the Debian package of each
 # (.ci/run installs them): a real Redis, Prometheus' promtool, a headless browser.
@@ -37,6 +37,7 @@ bench-smoke: $(STAMP)
 	$(BIN)/python -m bench.micro --benchmark-max-time=0.01 --benchmark-min-rounds=1
 	$(BIN)/python -m bench.loadgen all --smoke $(BASELINE)
 	$(BIN)/python -m bench.scaleout --smoke
+	$(BIN)/python -m bench.soak --smoke
 
 # Autobahn|Testsuite's conformance cases against /ws, judged as a server that does not echo
 # (rules in tests/autobahn/run.py). Needs Python 2.7; sets up .venv-autobahn/ on first use.
@@ -48,6 +49,11 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.micro
 	$(BIN)/python -m bench.loadgen all --repeat 2 $(BASELINE)
 	$(BIN)/python -m bench.scaleout
+
+# The frame and event fuzz at length: 120,000 inputs against one gateway (about 20 minutes).
+fuzz: $(STAMP)
+	GOGATE_FUZZ_PROFILE=long $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0 \
+		tests/test_fuzz.py
 
 # Stops with one line naming what to install when a program the tests need is missing.
 test-tools:
