@@ -6,11 +6,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-tools autobahn fuzz lint bench bench-smoke clean
+.PHONY: run test test-tools test-js autobahn fuzz lint bench bench-smoke clean
 
 # Programs the tests run that pip cannot install, with the Debian package of each
 # (.ci/run installs them): a real Redis, Prometheus' promtool, a headless browser.
-TEST_TOOLS := redis-server:redis-server promtool:prometheus chromium:chromium
+TEST_TOOLS := redis-server:redis-server promtool:prometheus chromium:chromium npm:npm
 
 $(STAMP): pyproject.toml setup.py gogate_fast/_fast.pyx gogate_fast/_fast.pxd
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,7 @@ test: test-tools $(STAMP) lint
 	$(BIN)/python -m pytest
 	GOGATE_NO_EXTENSIONS=1 $(BIN)/python -m pytest -q -p no:cacheprovider \
 		tests/test_protocol.py tests/test_delivery.py tests/test_lifetime.py tests/test_robustness.py
+	$(MAKE) --no-print-directory test-js
 	$(MAKE) --no-print-directory autobahn
 	$(MAKE) --no-print-directory bench-smoke
 
@@ -49,6 +50,12 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.micro
 	$(BIN)/python -m bench.loadgen all --repeat 2 $(BASELINE)
 	$(BIN)/python -m bench.scaleout
+
+# The TypeScript client and the demo page in headless Chromium against a real gateway; the
+# committed demo bundle must be what `npm run build` makes.
+test-js: $(STAMP)
+	cd clients/js && npm ci --no-audit --no-fund --loglevel=error && npm test
+	git diff --exit-code -- gogate/devbackend/static/demo.js
 
 # The frame and event fuzz at length: 120,000 inputs against one gateway (about 20 minutes).
 fuzz: $(STAMP)

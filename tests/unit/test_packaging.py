@@ -66,7 +66,11 @@ def test_wheel_carries_types_and_the_compiled_hot_path(wheel: zipfile.ZipFile) -
     assert {"gogate/py.typed", "gogate_fast/py.typed", "gogate_fast/_fast.pyi",
             "gogate_fast/_pure.py", "gogate/devbackend/__main__.py"} <= names
     assert any(re.fullmatch(r"gogate_fast/_fast\..*\.so", n) for n in names), sorted(names)
-    assert not [n for n in names if n.endswith((".c", ".html"))], "generated C left in"
+    assert not [n for n in names if n.startswith("gogate_fast/")
+                and n.endswith((".c", ".html"))], "generated C left in"
+    # the demo page of --dev: its files are read from the package
+    assert {"gogate/devbackend/static/index.html", "gogate/devbackend/static/demo.js",
+            "gogate/devbackend/static/demo.css"} <= names
     metadata = wheel.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert f"\nVersion: {gogate.__version__}\n" in metadata
     entry_points = wheel.read(next(n for n in names if n.endswith("entry_points.txt")))
@@ -219,7 +223,7 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make here")
 def test_make_test_names_the_programs_to_install(tmp_path: Path) -> None:
-    """Without redis-server, promtool and chromium on PATH, ``make test`` stops at once with
+    """Without redis-server, promtool, chromium and npm on PATH, ``make test`` stops at once with
     one line saying which packages to install."""
     empty = tmp_path / "bin"
     empty.mkdir()
@@ -229,5 +233,5 @@ def test_make_test_names_the_programs_to_install(tmp_path: Path) -> None:
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if not line.startswith("make:")]
     assert len(lines) == 1, result.stderr
-    assert "apt-get install redis-server prometheus chromium" in lines[0]
+    assert "apt-get install redis-server prometheus chromium npm" in lines[0]
     assert not result.stdout, "nothing was built or run"
