@@ -1,24 +1,46 @@
 """Load generator for gogate: picows clients speaking the whole BuzzChat protocol.
 
-It starts the development backend and the gateway itself (and the reference picows hub for
-comparison), creates users, chats and tokens through the development backend, and measures:
+It starts the development backend and the gateway itself (and the reference picows hub, and
+any baseline command, for comparison), creates users, chats and tokens through the development
+backend, and measures:
 
 ``fanout``   C=1 chat x M members, S senders each keeping W messages in flight: deliveries/s
              and gateway CPU per delivery at saturation; then p50/p99/p999 latency and gateway
              CPU at a fixed delivery rate; loss.
 ``idle``     N authenticated idle connections: gateway RSS growth per connection.
-``connect``  N connections opened C at a time, each authenticated: rate and handshake latency.
+``connect``  N connections, 256 handshakes in flight, each authenticated: rate, handshake
+             latency, gateway CPU and backend calls per connection; through the backend, with
+             local JWT verification, and with a warm validation cache (``bench.storms``).
+``storm``    N connected are dropped at once and all reconnect: time until all are back,
+             validate calls, and the delivery p99 of connections that stayed open, during the
+             storm against before it (``bench.storms``).
 ``typing``   a typing storm (T typists x K events in one second in one chat): member-list
              calls at the backend and user_typing deliveries per receiver.
 
-Every scenario runs gogate (compiled hot path), gogate with the pure-Python twin, and where it
-applies the bare picows hub of ``bench.refhub``, in one run, and prints a table with ratios.
-The gateway is pinned to CPU 0; the load generator and the backend share CPU 1 (``--no-pin``
-turns pinning off). The load generator reports its own CPU share: near 100 % it, not the
-gateway, is the bottleneck.
+Every scenario runs gogate (compiled hot path) and, where it applies, gogate with the
+pure-Python twin and the bare picows hub of ``bench.refhub``, in one run, and prints a table.
+``--baseline NAME=CMD`` (repeatable) runs any other gateway command beside them, and every
+figure is then also given as a ratio to each baseline's; ``NAME=legacy:CMD`` gives that command
+a development backend answering in the original Go gateway's shapes. The command gets its
+port, backend URL and key as environment variables (``PORT``, ``BACKEND_API_URL``,
+``INTERNAL_API_KEY``, ``INTERNAL_PORT``, ``HOST``) and as the placeholders ``{port}``,
+``{backend}``, ``{key}``, ``{internal_port}``; see ``bench.harness``. Without a baseline the
+ratios are against the picows hub, else the pure twin.
+
+Gateways under synthetic load get ``RATE_LIMIT=0``, ``MAX_CONNECTIONS_PER_USER=0`` and
+``LOG_LEVEL=warning``, and otherwise their defaults. gogate runs as the installed package
+(``<this interpreter> -m gogate``) from an empty working directory. The gateway (and every
+baseline) is pinned to CPU 0; the load generator and the backend share CPU 1 (``--no-pin``
+turns pinning off). The load generator reports its own CPU share (and, for connections, the
+backend's): near 100 % together, CPU 1, not the gateway, is the bottleneck, and the gateway's
+CPU per event is the figure to compare. Every table is also written as JSON to
+``bench/results/`` (``--json PATH`` elsewhere; smoke runs write only when asked).
 
     python -m bench.loadgen fanout --members 1000 --duration 5
+    python -m bench.loadgen connect storm --baseline go=legacy:/path/to/original/gogate
+    python -m bench.loadgen storm --variants rate --connect-rate 1000
     python -m bench.loadgen all --smoke          # tiny sizes: checks that everything runs
+    python -m bench.plot                         # charts of bench/results/*.json
     py-spy record -o fanout.svg --pid <gateway pid>   # while a scenario runs (see PROFILING.md)
 """
 
@@ -26,268 +48,51 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
-import resource
-import signal
+import shlex
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
-import aiohttp
 import uvloop
-from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
-from bench.procs import (
-    Service,
-    raise_fd_limit,
-    start_backend,
-    start_gateway,
-    start_refhub,
+from bench.harness import (
+    GATEWAY_CPU,
+    LOADGEN_CPU,
+    Backend,
+    Baseline,
+    Client,
+    Meter,
+    Row,
+    System,
+    close_clients,
+    make_system,
+    median_row,
+    open_clients,
+    parse_baseline,
+    percentile,
+    print_table,
 )
+from bench.procs import StartupError, raise_fd_limit, start_backend
+from bench.storms import CONNECT_VARIANTS, STORM_VARIANTS, Variant
+from bench.storms import connect as connect_scenario
+from bench.storms import storm as storm_scenario
 
 __all__ = ["main"]
 
-GATEWAY_CPU, LOADGEN_CPU = 0, 1
-_ACK = b'{"event":"ack"'
-_AUTH_OK = b'{"event":"auth_success"'
-
-
-class Client(WSListener):  # type: ignore[misc]
-    """One benchmark connection. Before ``ready`` it hands the first frame to ``waiter``;
-    afterwards it counts deliveries, and optionally records their latency or acks."""
-
-    __slots__ = ("acks", "latencies", "on_ack", "own", "received", "track", "transport",
-                 "waiter")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.transport: WSTransport | None = None
-        self.waiter: asyncio.Future[bytes] | None = None
-        self.received = 0
-        self.acks = 0
-        self.track = False
-        self.latencies: list[int] = []
-        self.on_ack: Callable[[], None] | None = None
-        self.own: bytes | None = None  # marker of this sender's messages (reference hub)
-
-    def on_ws_connected(self, transport: WSTransport) -> None:
-        self.transport = transport
-
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        if frame.msg_type is not WSMsgType.TEXT:
-            return
-        waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            if not waiter.done():
-                waiter.set_result(frame.get_payload_as_bytes())
-            return
-        if self.on_ack is None and not self.track:
-            self.received += 1
-            return
-        payload = frame.get_payload_as_bytes()
-        if self.on_ack is not None:
-            if payload.startswith(_ACK):
-                self.acks += 1
-                self.on_ack()
-                return
-            if self.own is not None and self.own in payload:
-                self.acks += 1  # and it is a delivery too
-                self.on_ack()
-        self.received += 1
-        if self.track:
-            start = payload.find(b"t=")
-            if start >= 0:
-                end = start + 2
-                while 48 <= payload[end] <= 57:
-                    end += 1
-                self.latencies.append(time.monotonic_ns() - int(payload[start + 2:end]))
-
-    def send(self, text: bytes) -> None:
-        assert self.transport is not None
-        self.transport.send(WSMsgType.TEXT, text)
-
-    def next_frame(self) -> asyncio.Future[bytes]:
-        self.waiter = asyncio.get_running_loop().create_future()
-        return self.waiter
-
-
-# --- setup through the development backend --------------------------------------------------
-
-
-class Backend:
-    def __init__(self, service: Service) -> None:
-        self.url = f"http://127.0.0.1:{service.port}"
-        self.service = service
-        self.http = aiohttp.ClientSession()
-
-    async def post(self, path: str, body: Any) -> Any:
-        async with self.http.post(self.url + path, json=body) as response:
-            assert response.status < 300, await response.text()
-            return await response.json()
-
-    async def users(self, count: int) -> list[tuple[int, str]]:
-        ids = (await self.post("/api/dev/users/bulk", {"count": count, "prefix": "load"}))["ids"]
-        tokens = (await self.post("/api/dev/tokens/bulk", {"user_ids": ids, "ttl": 86400}))
-        return [(uid, tokens["tokens"][str(uid)]) for uid in ids]
-
-    async def chat(self, member_ids: list[int]) -> int:
-        return int((await self.post("/api/dev/chats", {"name": "bench",
-                                                        "member_ids": member_ids}))["id"])
-
-    async def calls(self) -> dict[str, int]:
-        async with self.http.get(self.url + "/api/dev/stats") as response:
-            calls: dict[str, int] = (await response.json())["calls"]
-            return calls
-
-    async def reset_calls(self) -> None:
-        async with self.http.delete(self.url + "/api/dev/stats"):
-            pass
-
-    async def close(self) -> None:
-        await self.http.close()
-
-
-# --- connecting -----------------------------------------------------------------------------
-
-
-def _local_addr(index: int) -> tuple[str, int] | None:
-    """Spread connections over 127.0.0.x source addresses beyond 20,000 of them."""
-    return None if index < 20000 else (f"127.0.0.{2 + index // 20000}", 0)
-
-
-async def open_clients(port: int, tokens: list[str | None], concurrency: int = 200
-                       ) -> tuple[list[Client], list[float]]:
-    """Connect (and authenticate, when a token is given) ``len(tokens)`` clients; returns them
-    with each one's handshake time (connect start → auth_success) in seconds."""
-    url = f"ws://127.0.0.1:{port}/ws"
-    clients: list[Client | None] = [None] * len(tokens)
-    timings: list[float] = [0.0] * len(tokens)
-    semaphore = asyncio.Semaphore(concurrency)
-
-    async def one(index: int, token: str | None) -> None:
-        async with semaphore:
-            started = time.perf_counter()
-            extra = {} if (addr := _local_addr(index)) is None else {"local_addr": addr}
-            _, client = await ws_connect(Client, url, **extra)
-            if token is not None:
-                answer = client.next_frame()
-                client.send(b'{"event":"auth","data":{"token":"%s"}}' % token.encode())
-                reply = await asyncio.wait_for(answer, 30)
-                if not reply.startswith(_AUTH_OK):
-                    raise RuntimeError(f"auth refused: {reply[:200]!r}")
-            timings[index] = time.perf_counter() - started
-            clients[index] = client
-
-    await asyncio.gather(*(one(i, t) for i, t in enumerate(tokens)))
-    return [c for c in clients if c is not None], timings
-
-
-def close_clients(clients: list[Client]) -> None:
-    for client in clients:
-        if client.transport is not None:
-            client.transport.disconnect()
-
-
-# --- measuring ------------------------------------------------------------------------------
-
-
-@dataclass
-class Meter:
-    """CPU of the gateway and of this process over a window of wall time; with ``profile``
-    set, py-spy samples the gateway over the same window into that file (collapsed stacks)."""
-
-    server: Service
-    profile: str | None = None
-    wall: float = 0.0
-    server_cpu: float = 0.0
-    own_cpu: float = 0.0
-    _marks: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    _spy: Any = None
-
-    @staticmethod
-    def _own() -> float:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return usage.ru_utime + usage.ru_stime
-
-    def start(self) -> None:
-        if self.profile is not None:
-            # --native shows C frames (syscalls, Cython) but pauses the process per sample;
-            # without it py-spy samples without stopping the gateway.
-            mode = ["--native"] if os.environ.get("BENCH_PROFILE_NATIVE") == "1" \
-                else ["--nonblocking"]
-            self._spy = subprocess.Popen(
-                ["py-spy", "record", "--pid", str(self.server.pid), *mode, "--rate", "250",
-                 "--format", "raw", "--output", self.profile],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(0.5)  # py-spy attaches
-        self._marks = (time.perf_counter(), self.server.cpu_seconds(), self._own())
-
-    def stop(self) -> None:
-        if self.profile is not None:
-            self._spy.send_signal(signal.SIGINT)
-            self._spy.wait(30)
-        wall, server, own = self._marks
-        self.wall = time.perf_counter() - wall
-        self.server_cpu = self.server.cpu_seconds() - server
-        self.own_cpu = self._own() - own
-
+RESULTS = Path(__file__).resolve().parent / "results"
 
 def _profile_path(args: argparse.Namespace, name: str, system: System) -> str | None:
     if not args.profile:
         return None
     os.makedirs(args.profile, exist_ok=True)
     return os.path.join(args.profile, f"{name}-{system.name}.txt")
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-@dataclass
-class Row:
-    system: str
-    values: dict[str, float] = field(default_factory=dict)
-
-
-# --- systems under test ---------------------------------------------------------------------
-
-
-@dataclass
-class System:
-    """A server under test and how to speak to it."""
-
-    name: str
-    server: Service
-    protocol: bool  # True: the BuzzChat protocol (gogate); False: the bare hub
-    extra: list[Service] = field(default_factory=list)
-
-    def stop(self) -> None:
-        self.server.stop()
-        for service in self.extra:
-            service.stop()
-
-
-def systems_for(names: list[str], backend: Backend, pin: bool, gateway_env: dict[str, str]
-                ) -> list[Callable[[], System]]:
-    cpu = GATEWAY_CPU if pin else None
-    makers: dict[str, Callable[[], System]] = {
-        "gogate": lambda: System("gogate", start_gateway(backend.url, cpu=cpu,
-                                                         env=gateway_env)[0], True),
-        "gogate-pure": lambda: System("gogate-pure", start_gateway(
-            backend.url, cpu=cpu, pure=True, env=gateway_env)[0], True),
-        "picows-hub": lambda: System("picows-hub", start_refhub(cpu=cpu), False),
-        "picows-hub-uv": lambda: System("picows-hub-uv", start_refhub(
-            cpu=cpu, loop_transports=True), False),
-    }
-    return [makers[name] for name in names]
 
 
 def _message(chat_id: int, sender: int, protocol: bool, ref: int) -> bytes:
@@ -303,19 +108,19 @@ def _message(chat_id: int, sender: int, protocol: bool, ref: int) -> bytes:
             % (ref, chat_id, sender, stamp, sender))
 
 
-async def _population(backend: Backend, system: System, members: int, senders: int
+async def _population(system: System, members: int, senders: int
                       ) -> tuple[int, list[Client], list[Client]]:
-    users = await backend.users(members + senders)
-    chat_id = await backend.chat([uid for uid, _ in users])
+    users = await system.backend.users(members + senders)
+    chat_id = await system.backend.chat([uid for uid, _ in users])
     tokens: list[str | None] = [t if system.protocol else None for _, t in users]
-    clients, _ = await open_clients(system.server.port, tokens)
+    clients, _ = await open_clients(system.server.port, tokens, joined=system.joined)
     return chat_id, clients[:members], clients[members:]
 
 
-async def fanout(system: System, backend: Backend, args: argparse.Namespace) -> Row:
+async def fanout(system: System, args: argparse.Namespace, variant: str) -> Row:
     """Saturation with a bounded in-flight window, then a fixed delivery rate."""
     row = Row(system.name)
-    chat_id, receivers, senders = await _population(backend, system, args.members, args.senders)
+    chat_id, receivers, senders = await _population(system, args.members, args.senders)
     everyone = receivers + senders
     audience = len(everyone)
     running = True
@@ -331,7 +136,7 @@ async def fanout(system: System, backend: Backend, args: argparse.Namespace) -> 
 
     for index, client in enumerate(senders):
         client.on_ack = pump(index, client)
-        if not system.protocol:  # the hub has no ack: a sender's own copy stands for it
+        if not system.protocol or system.joined:  # no ack: a sender's own copy stands for it
             client.own = b"s=%d\"" % index
     # Saturation: every sender keeps a window of messages in flight.
     meter = Meter(system.server, _profile_path(args, "fanout-saturation", system))
@@ -387,15 +192,16 @@ async def fanout(system: System, backend: Backend, args: argparse.Namespace) -> 
     return row
 
 
-async def idle(system: System, backend: Backend, args: argparse.Namespace) -> Row:
+async def idle(system: System, args: argparse.Namespace, variant: str) -> Row:
     row = Row(system.name)
-    users = await backend.users(args.connections)
+    users = await system.backend.users(args.connections)
     warm, _ = await open_clients(system.server.port,
-                                 [users[0][1] if system.protocol else None])
+                                 [users[0][1] if system.protocol else None],
+                                 joined=system.joined)
     await asyncio.sleep(0.5)
     before = system.server.rss_bytes()
     tokens: list[str | None] = [t if system.protocol else None for _, t in users[1:]]
-    clients, _ = await open_clients(system.server.port, tokens)
+    clients, _ = await open_clients(system.server.port, tokens, joined=system.joined)
     await asyncio.sleep(2.0)
     after = system.server.rss_bytes()
     row.values["connections"] = len(clients)
@@ -405,27 +211,10 @@ async def idle(system: System, backend: Backend, args: argparse.Namespace) -> Ro
     return row
 
 
-async def connect(system: System, backend: Backend, args: argparse.Namespace) -> Row:
+async def typing(system: System, args: argparse.Namespace, variant: str) -> Row:
     row = Row(system.name)
-    users = await backend.users(args.connections)
-    tokens: list[str | None] = [t if system.protocol else None for _, t in users]
-    meter = Meter(system.server, _profile_path(args, "connect", system))
-    meter.start()
-    clients, timings = await open_clients(system.server.port, tokens, args.concurrency)
-    meter.stop()
-    row.values["connects/s"] = len(clients) / meter.wall
-    row.values["handshake p50 ms"] = percentile(timings, 0.5) * 1000
-    row.values["handshake p99 ms"] = percentile(timings, 0.99) * 1000
-    row.values["gw µs/connect"] = meter.server_cpu / max(1, len(clients)) * 1e6
-    row.values["loadgen CPU %"] = meter.own_cpu / meter.wall * 100
-    close_clients(clients)
-    return row
-
-
-async def typing(system: System, backend: Backend, args: argparse.Namespace) -> Row:
-    row = Row(system.name)
-    chat_id, receivers, typists = await _population(backend, system, args.members,
-                                                    args.typists)
+    chat_id, receivers, typists = await _population(system, args.members, args.typists)
+    backend = system.backend
     await backend.reset_calls()
     events = args.typists * args.events
     frame = b'{"event":"typing","data":{"chat_id":%d,"is_typing":true}}' % chat_id
@@ -449,78 +238,26 @@ async def typing(system: System, backend: Backend, args: argparse.Namespace) -> 
     return row
 
 
+
+_VALIDATES = "validate/connect"  # the column both connection scenarios report
+
+ScenarioRun = Callable[[System, argparse.Namespace, str], Awaitable[Row]]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    run: ScenarioRun
+    systems: list[str]  # run by default, besides the baselines
+    variants: dict[str, Variant] | None = None
+
+
 SCENARIOS = {
-    "fanout": (fanout, ["gogate", "gogate-pure", "picows-hub", "picows-hub-uv"]),
-    "idle": (idle, ["gogate", "gogate-pure", "picows-hub", "picows-hub-uv"]),
-    "connect": (connect, ["gogate", "gogate-pure"]),
-    "typing": (typing, ["gogate"]),
+    "fanout": Scenario(fanout, ["gogate", "gogate-pure", "picows-hub", "picows-hub-uv"]),
+    "idle": Scenario(idle, ["gogate", "gogate-pure", "picows-hub", "picows-hub-uv"]),
+    "connect": Scenario(connect_scenario, ["gogate"], CONNECT_VARIANTS),
+    "storm": Scenario(storm_scenario, ["gogate"], STORM_VARIANTS),
+    "typing": Scenario(typing, ["gogate"]),
 }
-
-
-def median_row(rows: list[Row]) -> Row:
-    """The median of each figure over repeated runs of one system."""
-    keys = list(dict.fromkeys(k for row in rows for k in row.values))
-    return Row(rows[0].system, {k: statistics.median(r.values.get(k, float("nan"))
-                                                     for r in rows) for k in keys})
-
-
-def print_table(title: str, rows: list[Row], baseline: str | None, repeat: int = 1) -> None:
-    columns = list(dict.fromkeys(k for row in rows for k in row.values))
-    print(f"\n## {title}\n")
-    print("| system | " + " | ".join(columns) + " |")
-    print("|---" * (len(columns) + 1) + "|")
-    base = next((r for r in rows if r.system == baseline), None)
-    for row in rows:
-        cells = []
-        for column in columns:
-            value = row.values.get(column, float("nan"))
-            cell = f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
-            if base is not None and row is not base and base.values.get(column):
-                cell += f" ({value / base.values[column]:.2f}x)"
-            cells.append(cell)
-        print(f"| {row.system} | " + " | ".join(cells) + " |")
-    if base is not None:
-        print(f"\nratios in parentheses are against {baseline}, measured in the same run"
-              + (f"; medians of {repeat} interleaved runs" if repeat > 1 else ""))
-    sys.stdout.flush()
-
-
-async def run(args: argparse.Namespace) -> int:
-    raise_fd_limit()
-    if args.pin and hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:
-        os.sched_setaffinity(0, {LOADGEN_CPU})
-    backend_cpu = {"gateway": GATEWAY_CPU, "loadgen": LOADGEN_CPU}.get(args.backend_cpu)
-    backend_service = start_backend(cpu=backend_cpu if args.pin else None)
-    backend = Backend(backend_service)
-    gateway_env = {"SEND_QUEUE_SIZE": str(args.send_queue)}
-    print(f"# gogate load benchmarks: loop uvloop {uvloop.__version__}, python "
-          f"{sys.version.split()[0]}, {os.cpu_count()} CPUs; "
-          + (f"gateway pinned to CPU {GATEWAY_CPU}, load generator to CPU {LOADGEN_CPU}, "
-             f"development backend: {args.backend_cpu}" if args.pin else "no pinning"))
-    try:
-        names = ["fanout", "idle", "connect", "typing"] if args.scenario == "all" \
-            else [args.scenario]
-        for name in names:
-            scenario, systems = SCENARIOS[name]
-            chosen = [s for s in systems if s in args.systems] if args.systems else systems
-            runs: dict[str, list[Row]] = {}
-            makers = systems_for(chosen, backend, args.pin, gateway_env)
-            for _ in range(args.repeat):  # systems interleaved, so drift hits them alike
-                for system_name, make in zip(chosen, makers, strict=True):
-                    system = make()
-                    try:
-                        runs.setdefault(system_name, []).append(
-                            await scenario(system, backend, args))
-                    finally:
-                        system.stop()
-            rows = [median_row(name_runs) for name_runs in runs.values()]
-            baseline = "picows-hub" if "picows-hub" in chosen else (
-                "gogate-pure" if "gogate-pure" in chosen else None)
-            print_table(_title(name, args), rows, baseline, args.repeat)
-    finally:
-        await backend.close()
-        backend_service.stop()
-    return 0
 
 
 def _title(name: str, args: argparse.Namespace) -> str:
@@ -531,17 +268,163 @@ def _title(name: str, args: argparse.Namespace) -> str:
         "idle": f"idle: {args.connections:,} authenticated connections",
         "connect": f"connect: {args.connections:,} connections + auth, {args.concurrency} "
                    "at a time",
+        "storm": f"storm: {args.connections:,} dropped at once and reconnecting, "
+                 f"{args.storm_concurrency} at a time; {args.open} open connections receive "
+                 f"{args.storm_rate:g} messages/s",
         "typing": f"typing storm: {args.typists} typists x {args.events} events in 1 s, "
                   f"{args.members} receivers",
     }[name]
 
 
+class Run:
+    """One invocation: the backends, the baselines, and the settings every gateway gets."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.baselines: dict[str, Baseline] = {b.name: b for b in args.baseline}
+        self.backends: dict[bool, Backend] = {}
+        self.results: list[dict[str, Any]] = []  # one entry per printed table
+        self.gateway_env = {"SEND_QUEUE_SIZE": str(args.send_queue)}
+
+    async def start(self) -> None:
+        args = self.args
+        cpu = {"gateway": GATEWAY_CPU, "loadgen": LOADGEN_CPU}.get(args.backend_cpu)
+        cpu = cpu if args.pin else None
+        self.backends[False] = Backend(start_backend(cpu=cpu))
+        if any(b.legacy for b in self.baselines.values()):
+            self.backends[True] = Backend(start_backend(cpu=cpu, extra=["--legacy-shapes"]),
+                                          legacy=True)
+        for backend in self.backends.values():
+            await backend.fetch_public_key()
+
+    async def close(self) -> None:
+        for backend in self.backends.values():
+            await backend.close()
+
+    def variant_env(self, variant: Variant) -> dict[str, str] | None:
+        """The variant's gateway settings, or None when this run cannot provide them.
+        ``{public_key}`` is left for ``make_system``: each backend has its own key."""
+        if any(v == "{public_key}" for v in variant.env.values()) \
+                and self.backends[False].public_key is None:
+            return None
+        rate = f"{self.args.connect_rate:g}"
+        return {k: v.replace("{connect_rate}", rate) for k, v in variant.env.items()}
+
+    async def scenario(self, name: str) -> None:
+        args = self.args
+        scenario = SCENARIOS[name]
+        chosen = [s for s in scenario.systems if s in args.systems] if args.systems \
+            else list(scenario.systems)
+        chosen += list(self.baselines)
+        variants = scenario.variants or {"": Variant("", {})}
+        for key in args.variants or list(variants):
+            if key not in variants:
+                continue
+            variant = variants[key]
+            env = self.variant_env(variant)
+            label = variant.label.replace("{connect_rate}", f"{args.connect_rate:g}")
+            title = _title(name, args) + (f" — {label}" if label else "")
+            if env is None:
+                print(f"\n## {title}\n\nskipped: the development backend publishes no public "
+                      "key (GET /api/dev/public-key), so there is nothing to verify "
+                      "tokens with.")
+                continue
+            rows, notes = await self._measure(scenario, key, chosen,
+                                              {**self.gateway_env, **env})
+            if "JWT_PUBLIC_KEY" in env:
+                notes += [f"{row.system} made {row.values[_VALIDATES]:.2f} validate calls per "
+                          "connection: it verified tokens through the backend, not locally"
+                          for row in rows if row.system not in self.baselines
+                          and row.values.get(_VALIDATES, 0) > 0]
+            self.results.append({"name": name, "variant": key, "title": title, "rows": [
+                {"system": r.system,
+                 "values": {k: (None if v != v else v) for k, v in r.values.items()}}
+                for r in rows]})
+            baselines = list(self.baselines) or (
+                ["picows-hub"] if "picows-hub" in chosen else
+                ["gogate-pure"] if "gogate-pure" in chosen else [])
+            print_table(title, rows, [b for b in baselines if any(r.system == b
+                                                                   for r in rows)],
+                        args.repeat, notes)
+
+    async def _measure(self, scenario: Scenario, variant: str, chosen: list[str],
+                       env: dict[str, str]) -> tuple[list[Row], list[str]]:
+        runs: dict[str, list[Row]] = {}
+        notes: list[str] = []
+        for _ in range(self.args.repeat):  # systems interleaved, so drift hits them alike
+            for name in chosen:
+                try:
+                    system = make_system(name, self.backends, self.baselines, self.args.pin,
+                                         env)
+                except StartupError as error:
+                    notes.append(f"{name} did not start with {env}: "
+                                 f"{str(error).splitlines()[-1] if str(error) else error}")
+                    continue
+                try:
+                    runs.setdefault(name, []).append(
+                        await scenario.run(system, self.args, variant))
+                finally:
+                    system.stop()
+        return [median_row(rows) for rows in runs.values()], notes
+
+
+async def run(args: argparse.Namespace) -> int:
+    raise_fd_limit()
+    if args.pin and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {LOADGEN_CPU})
+    print(f"# gogate load benchmarks: loop uvloop {version('uvloop')}, python "
+          f"{sys.version.split()[0]}, {os.cpu_count()} CPUs; "
+          + (f"gateway pinned to CPU {GATEWAY_CPU}, load generator to CPU {LOADGEN_CPU}, "
+             f"development backend: {args.backend_cpu}" if args.pin else "no pinning"))
+    for baseline in args.baseline:
+        print(f"# baseline {baseline.name}: {baseline.command}"
+              + (" (development backend in the original's shapes)" if baseline.legacy else ""))
+    session = Run(args)
+    try:
+        await session.start()
+        names = [n for n in SCENARIOS if n != "typing"] + ["typing"] \
+            if "all" in args.scenario else args.scenario
+        for name in names:
+            await session.scenario(name)
+    finally:
+        await session.close()
+    path = args.json or (None if args.smoke else RESULTS / time.strftime(
+        "loadgen-%Y%m%d-%H%M%S.json", time.gmtime()))
+    if path is not None:
+        write_results(path, session, argv=sys.argv)
+    return 0
+
+
+def write_results(path: Path, session: Run, argv: list[str]) -> None:
+    """The tables of this run as JSON (format ``gogate-bench/1``, read by ``bench.plot``);
+    a figure that could not be measured is ``null``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "format": "gogate-bench/1",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": "python -m bench.loadgen " + shlex.join(argv[1:]),
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+                    "uvloop": version("uvloop")},
+        "baselines": list(session.baselines),
+        "scenarios": session.results,
+    }
+    path.write_text(json.dumps(document, ensure_ascii=False, indent=1) + "\n")
+    print(f"\n# results written to {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.loadgen",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("scenario", choices=["fanout", "idle", "connect", "typing", "all"])
+    parser.add_argument("scenario", nargs="+", choices=[*SCENARIOS, "all"])
     parser.add_argument("--systems", nargs="*", default=None,
                         help="subset of gogate, gogate-pure, picows-hub, picows-hub-uv")
+    parser.add_argument("--baseline", action="append", type=parse_baseline, default=[],
+                        metavar="NAME=[legacy:]CMD",
+                        help="another gateway command to measure in the same run "
+                             "(repeatable; see the module docstring)")
+    parser.add_argument("--variants", nargs="*", default=None,
+                        help="connect: backend, jwt, warm; storm: backend, jwt, rate "
+                             "(default: all)")
     parser.add_argument("--members", type=int, default=1000)
     parser.add_argument("--senders", type=int, default=16)
     parser.add_argument("--window", type=int, default=4, help="messages in flight per sender")
@@ -549,7 +432,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--rate", type=float, default=20000.0, help="deliveries/s, fixed rate")
     parser.add_argument("--connections", type=int, default=10000)
-    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=256,
+                        help="handshakes in flight while connecting")
+    parser.add_argument("--open", type=int, default=100,
+                        help="storm: connections that stay open and receive messages")
+    parser.add_argument("--storm-rate", type=float, default=20.0,
+                        help="storm: messages/s sent to the open connections' chat")
+    parser.add_argument("--storm-concurrency", type=int, default=1000,
+                        help="storm: reconnecting handshakes in flight")
+    parser.add_argument("--storm-timeout", type=float, default=60.0,
+                        help="storm: seconds after which a client stops retrying")
+    parser.add_argument("--before", type=float, default=3.0,
+                        help="storm: seconds of delivery latency measured before the drop")
+    parser.add_argument("--connect-rate", type=float, default=1000.0,
+                        help="storm, variant rate: MAX_CONNECT_RATE of the gateway")
     parser.add_argument("--typists", type=int, default=100)
     parser.add_argument("--events", type=int, default=20, help="typing events per typist")
     parser.add_argument("--send-queue", type=int, default=4096,
@@ -564,6 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", metavar="DIR", default=None,
                         help="sample the gateway with py-spy during the fan-out windows; "
                              "collapsed stacks are written to DIR (see bench/PROFILING.md)")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH",
+                        help="write the tables as JSON to PATH (default: "
+                             "bench/results/loadgen-<UTC time>.json, none with --smoke)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny sizes: check that the scenarios run and report figures")
     return parser
@@ -575,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         args.members, args.senders, args.window = 50, 2, 2
         args.duration, args.warmup, args.rate = 1.0, 0.3, 2000.0
         args.connections, args.concurrency = 200, 50
+        args.open, args.storm_concurrency, args.before, args.storm_timeout = 20, 100, 0.5, 20.0
         args.typists, args.events = 10, 5
     return uvloop.run(run(args))
 

@@ -26,7 +26,7 @@ import time
 
 import uvloop
 
-from bench.loadgen import GATEWAY_CPU, LOADGEN_CPU, Backend, Client, open_clients
+from bench.harness import GATEWAY_CPU, LOADGEN_CPU, Backend, Client, open_clients
 from bench.procs import Service, raise_fd_limit, start_backend, start_gateway, start_redis
 
 __all__ = ["main"]
@@ -93,7 +93,7 @@ async def run(args: argparse.Namespace) -> int:
     common = {"SEND_QUEUE_SIZE": "4096", "LOG_LEVEL": "warning"}
     try:
         # 1 worker: the reference.
-        gateway, _ = start_gateway(backend.url, cpu=GATEWAY_CPU, env=common)
+        gateway = start_gateway(backend.url, cpu=GATEWAY_CPU, env=common)
         try:
             ids, clients = await _connect(backend, gateway.port, args.members + args.senders)
             chat_id = await backend.chat(ids)
@@ -103,7 +103,7 @@ async def run(args: argparse.Namespace) -> int:
         finally:
             gateway.stop()
         # 2 workers: senders on worker 0, receivers counted on worker 1.
-        gateway, _ = start_gateway(backend.url, cpu=GATEWAY_CPU,
+        gateway = start_gateway(backend.url, cpu=GATEWAY_CPU,
                                    env={**common, "WORKERS": "2"})
         try:
             await asyncio.sleep(1.0)
@@ -121,8 +121,8 @@ async def run(args: argparse.Namespace) -> int:
         # 2 hosts sharing Redis: senders on host A, receivers on host B.
         redis_service = start_redis(cpu=GATEWAY_CPU)
         url = f"redis://127.0.0.1:{redis_service.port}/0"
-        host_a, _ = start_gateway(backend.url, cpu=GATEWAY_CPU, env={**common, "REDIS_URL": url})
-        host_b, _ = start_gateway(backend.url, cpu=GATEWAY_CPU, env={**common, "REDIS_URL": url})
+        host_a = start_gateway(backend.url, cpu=GATEWAY_CPU, env={**common, "REDIS_URL": url})
+        host_b = start_gateway(backend.url, cpu=GATEWAY_CPU, env={**common, "REDIS_URL": url})
         try:
             await asyncio.sleep(1.5)
             sender_ids, senders = await _connect(backend, host_a.port, args.senders)
