@@ -2,8 +2,8 @@
 
 Each setting is declared once, as a field of :class:`Settings`: name (the variable in lower
 case), type, default, bounds and help (``msgspec.Meta``). The parser of environment, ``.env``
-and flag values, ``--help``, and the checks of ``.env.example`` and of the README's table all
-read that declaration through :data:`FIELDS`.
+and flag values (:mod:`gogate.configparse`), ``--help``, and the checks of ``.env.example``
+and of the README's table all read that declaration through :data:`FIELDS`.
 
 Sources, weakest first: built-in defaults, a ``.env`` file (``KEY=VALUE`` lines; a variable
 already set in the environment wins over the file), the environment, command-line flags.
@@ -17,31 +17,21 @@ processes' own variables (:func:`worker_environment`, :func:`worker_from_environ
 
 from __future__ import annotations
 
-import math
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
-from msgspec import inspect as mi
 
+from gogate.configparse import Field, fields_of, parse_env_file
 from gogate.errors import ConfigError
 
-__all__ = ["FIELDS", "Field", "Settings", "load_settings", "parse_env_file",
+__all__ = ["FIELDS", "Field", "Settings", "given_settings", "load_settings", "parse_env_file",
            "worker_environment", "worker_from_environment"]
 
-# Kinds of value. Besides msgspec's bounds, ``Meta.extra`` may say:
-#   "expect":   what ``Meta.pattern`` asks for, in words
-#   "rstrip":   characters taken off the end of the value (a URL's trailing slash)
-#   "choices":  one of these words, case-insensitive (for a list: each item)
-#   "file":     "readable" (a file that can be read) or "pem" (a readable PEM file)
-#   "auto":     the word ``auto`` stands for this stored value, which cannot be given as a number
-#   "empty":    what an empty value means, for help texts (otherwise "empty")
-#   "required": needed outside development mode
-#   "variable": False for a setting that only a flag of its own sets
+# Kinds of value (what Meta.extra may say: gogate.configparse).
 Port = Annotated[int, Meta(ge=0, le=65535)]
 Positive = Annotated[float, Meta(gt=0)]
 NonNegative = Annotated[float, Meta(ge=0)]
@@ -57,7 +47,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     host: Annotated[str, Meta(description="listen address for clients")] = "0.0.0.0"
     port: Annotated[Port, Meta(
-        description="listen port for clients (/ws, /health, /)")] = 8080
+        description="listen port for clients (/ws, /health, /ready, /)")] = 8080
     internal_host: Annotated[str, Meta(
         description="listen address of the internal API and /metrics")] = "127.0.0.1"
     internal_port: Annotated[Port, Meta(
@@ -136,132 +126,23 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Collecting frames for a while turns many small writes into one system call.
     write_delay: Annotated[NonNegative, Meta(
         description="milliseconds a connection may collect frames into one write")] = 0.0
+    # Readiness goes down first, so that load balancers stop sending before the drain starts.
+    shutdown_delay: Annotated[NonNegative, Meta(
+        description="seconds between SIGTERM and the drain, /ready answering 503 meanwhile")] = 0.0
+    trusted_proxies: Annotated[tuple[str, ...], Meta(extra={"network": True},
+        description="comma-separated CIDRs whose X-Forwarded-For gives the client address")] = ()
+    proxy_protocol: Annotated[bool, Meta(
+        description="read a PROXY protocol (v1 or v2) header on the public port")] = False
+    recovery_ttl: Annotated[NonNegative, Meta(
+        description="seconds a user's stream keeps events for resuming, 0 = recovery off")] = 300.0
+    recovery_size: Annotated[int, Meta(ge=1,
+        description="events kept per user for resuming")] = 1000
     dev: Annotated[bool, Meta(extra={"variable": False},
         description="development mode: an embedded development backend with demo data")] = False
 
 
-class Field(msgspec.Struct, frozen=True):
-    """One setting as the sources see it, read from its declaration in :class:`Settings`."""
-
-    name: str  # the attribute of Settings
-    env: str  # the environment variable
-    flag: str  # the command-line flag
-    kind: Any  # the msgspec.inspect type: IntType, FloatType, StrType, VarTupleType
-    default: Any
-    help: str
-    extra: dict[str, Any]
-
-    @property
-    def shown_default(self) -> str:
-        """The default as help texts and the README write it."""
-        if self.extra.get("required"):
-            return "required"
-        if self.default in ("", ()):
-            return str(self.extra.get("empty", "empty"))
-        if isinstance(self.default, float):
-            return f"{self.default:g}"
-        return str(self.default)
-
-    def parse(self, raw: str) -> Any:
-        """The typed value of ``raw``, or ValueError saying what is wrong with it."""
-        text = raw.strip()
-        if isinstance(self.kind, mi.VarTupleType):
-            items = tuple(part.strip() for part in text.split(",") if part.strip())
-            if any(any(c.isspace() for c in item) for item in items):
-                raise ValueError("items are separated by commas and contain no spaces")
-            return tuple(self._one(self.kind.item_type, item) for item in items)
-        return self._one(self.kind, text)
-
-    def _one(self, kind: Any, text: str) -> Any:
-        value: Any
-        if isinstance(kind, mi.IntType):
-            auto = self.extra.get("auto")
-            if auto is not None and text.lower() == "auto":
-                return auto
-            try:
-                value = int(text, 10)
-            except ValueError:
-                raise ValueError("not a whole number") from None
-            if value == auto:
-                raise ValueError(f"must be at least {auto + 1}, or auto")
-        elif isinstance(kind, mi.FloatType):
-            try:
-                value = float(text)
-            except ValueError:
-                raise ValueError("not a number") from None
-            if not math.isfinite(value):
-                raise ValueError("must be a finite number")
-        else:
-            return self._text(kind, text)
-        if kind.gt is not None and value <= kind.gt:
-            raise ValueError(f"must be more than {kind.gt:g}")
-        if kind.le is not None and not kind.ge <= value <= kind.le:
-            raise ValueError(f"must be from {kind.ge:g} to {kind.le:g}")
-        if kind.ge is not None and value < kind.ge:
-            raise ValueError(f"must be at least {kind.ge:g}")
-        return value
-
-    def _text(self, kind: Any, value: str) -> str:
-        if choices := self.extra.get("choices"):
-            by_lower = {choice.lower(): choice for choice in choices}
-            if value.lower() not in by_lower:
-                raise ValueError(f"must be one of {', '.join(choices)}")
-            return str(by_lower[value.lower()])
-        value = value.rstrip(self.extra.get("rstrip", ""))
-        if kind.pattern and not re.search(kind.pattern, value):
-            raise ValueError(f"must be {self.extra['expect']}")
-        if (file := self.extra.get("file")) and value:
-            if not Path(value).is_file():
-                raise ValueError("no such file")
-            try:
-                content = Path(value).read_bytes()
-            except OSError as exc:
-                raise ValueError(f"cannot read it: {exc.strerror}") from None
-            if file == "pem" and b"-----BEGIN " not in content:
-                raise ValueError("not a PEM file")
-        return value
-
-
-def _fields() -> tuple[Field, ...]:
-    info = mi.type_info(Settings)
-    assert isinstance(info, mi.StructType)
-    fields = []
-    for f in info.fields:
-        assert isinstance(f.type, mi.Metadata)  # every setting has at least its description
-        extra, kind = f.type.extra or {}, f.type.type
-        if extra.get("variable", True):
-            help_text = str((f.type.extra_json_schema or {})["description"])
-            fields.append(Field(f.name, f.name.upper(), "--" + f.name.replace("_", "-"), kind,
-                                f.default, help_text, extra))
-    return tuple(fields)
-
-
-FIELDS: tuple[Field, ...] = _fields()
+FIELDS: tuple[Field, ...] = fields_of(Settings)
 _FIELDS_BY_NAME = {f.name: f for f in FIELDS}
-
-_ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
-
-
-def parse_env_file(path: Path) -> dict[str, str]:
-    """Read ``KEY=VALUE`` lines; ``#`` comments, blank lines, ``export`` and quotes allowed."""
-    values: dict[str, str] = {}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read env file {path}: {exc.strerror}") from None
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        match = _ENV_LINE.match(line)
-        if match is None:
-            raise ConfigError(f"{path}:{number}: expected KEY=VALUE, got {line.strip()!r}")
-        key, value = match.groups()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        values[key] = value
-    return values
 
 
 def load_settings(flags: Mapping[str, str] | None = None, *,
@@ -273,6 +154,24 @@ def load_settings(flags: Mapping[str, str] | None = None, *,
     ``env_file`` defaults to ``.env`` in the working directory and is skipped when absent;
     an ``env_file`` given explicitly must exist.
     """
+    values: dict[str, Any] = {"dev": dev}
+    for name, text in given_settings(flags, environ=environ, env_file=env_file).items():
+        field = _FIELDS_BY_NAME[name]
+        try:
+            values[name] = field.parse(text)
+        except ValueError as exc:
+            raise ConfigError(f"invalid {field.env}={text!r}: {exc}") from None
+
+    settings = Settings(**values)
+    _check(settings)
+    return settings
+
+
+def given_settings(flags: Mapping[str, str] | None = None, *,
+                   environ: Mapping[str, str] | None = None,
+                   env_file: Path | None = None) -> dict[str, str]:
+    """The raw value of every setting that a source gives (the others keep their defaults),
+    by setting name; the arguments are those of :func:`load_settings`."""
     environ = os.environ if environ is None else environ
     if env_file is None:
         default = Path(".env")
@@ -292,18 +191,7 @@ def load_settings(flags: Mapping[str, str] | None = None, *,
         if name not in _FIELDS_BY_NAME:
             raise ConfigError(f"unknown setting {name!r}")
         raw[name] = value
-
-    values: dict[str, Any] = {"dev": dev}
-    for name, text in raw.items():
-        field = _FIELDS_BY_NAME[name]
-        try:
-            values[name] = field.parse(text)
-        except ValueError as exc:
-            raise ConfigError(f"invalid {field.env}={text!r}: {exc}") from None
-
-    settings = Settings(**values)
-    _check(settings)
-    return settings
+    return raw
 
 
 def _check(s: Settings) -> None:
@@ -317,6 +205,11 @@ def _check(s: Settings) -> None:
         )
     if bool(s.tls_cert_file) != bool(s.tls_key_file):
         raise ConfigError("TLS_CERT_FILE and TLS_KEY_FILE must be set together")
+    # The PROXY header comes before the TLS handshake, which the listener's TLS layer expects
+    # first: TLS ends at the proxy then.
+    if s.proxy_protocol and s.tls_cert_file:
+        raise ConfigError("PROXY_PROTOCOL=true and TLS_CERT_FILE exclude each other: "
+                          "terminate TLS at the proxy that sends the PROXY header")
     if s.jwt_public_key and s.jwt_secret:
         raise ConfigError("JWT_PUBLIC_KEY and JWT_SECRET exclude each other: set one of them")
     # A public key used as an HMAC secret would let anyone who has it sign tokens.

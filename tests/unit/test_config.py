@@ -60,6 +60,11 @@ CONTRACT_DEFAULTS: dict[str, Any] = {
     "JWT_ISSUER": "",
     "AUTH_CACHE_TTL": 60,
     "WRITE_DELAY": 0,
+    "SHUTDOWN_DELAY": 0,
+    "TRUSTED_PROXIES": (),
+    "PROXY_PROTOCOL": False,
+    "RECOVERY_TTL": 300,
+    "RECOVERY_SIZE": 1000,
 }
 
 KEY = {"INTERNAL_API_KEY": "k"}
@@ -226,6 +231,15 @@ def test_malformed_env_line_names_file_and_line(tmp_path: Path, bad_line: str) -
     ("JWT_ALGORITHMS", "RS256,None"),
     ("JWT_ALGORITHMS", "RS999"),
     ("JWT_PUBLIC_KEY", "/nonexistent/key.pem"),
+    ("SHUTDOWN_DELAY", "-1"),
+    ("SHUTDOWN_DELAY", "later"),
+    ("TRUSTED_PROXIES", "10.0.0.0/33"),
+    ("TRUSTED_PROXIES", "10.0.0.0/8,proxy.example.com"),
+    ("TRUSTED_PROXIES", "fe80::/129"),
+    ("PROXY_PROTOCOL", "maybe"),
+    ("RECOVERY_TTL", "-1"),
+    ("RECOVERY_SIZE", "0"),
+    ("RECOVERY_SIZE", "1.5"),
 ])
 def test_bad_value_names_variable_and_value(tmp_path: Path, variable: str, value: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -376,6 +390,25 @@ def test_connect_storm_and_write_settings(tmp_path: Path) -> None:
     assert settings.max_connect_rate == 250.5
     assert settings.auth_cache_ttl == 0
     assert settings.write_delay == 2.0
+
+
+def test_operations_and_recovery_settings(tmp_path: Path) -> None:
+    settings = load({"SHUTDOWN_DELAY": "2.5", "TRUSTED_PROXIES": " 10.1.2.3/8 , ::1,192.0.2.7",
+                     "PROXY_PROTOCOL": "TRUE", "RECOVERY_TTL": "0", "RECOVERY_SIZE": "5",
+                     **KEY}, tmp=tmp_path)
+    assert settings.shutdown_delay == 2.5
+    # host bits dropped, a bare address is a network of one
+    assert settings.trusted_proxies == ("10.0.0.0/8", "::1/128", "192.0.2.7/32")
+    assert settings.proxy_protocol is True
+    assert (settings.recovery_ttl, settings.recovery_size) == (0, 5)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("true", True), ("1", True), ("yes", True), ("On", True),
+    ("false", False), ("0", False), ("no", False), ("OFF", False),
+])
+def test_booleans(tmp_path: Path, raw: str, expected: bool) -> None:
+    assert load({"PROXY_PROTOCOL": raw, **KEY}, tmp=tmp_path).proxy_protocol is expected
 
 
 # --- worker processes ----------------------------------------------------------------------
