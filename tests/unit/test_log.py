@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -76,3 +78,15 @@ def test_text_formatter_redacts_and_carries_context(
     out = stream.getvalue()
     assert JWT not in out
     assert "user_id=5" in out and "chat_id=6" in out
+
+
+def test_json_timestamp_is_iso_8601_utc(
+        captured: tuple[logging.Logger, io.StringIO, logging.Handler]) -> None:
+    logger, stream, handler = captured
+    handler.setFormatter(JsonFormatter())
+    before = datetime.now(UTC)
+    logger.info("gogate listening")
+    stamp = json.loads(stream.getvalue())["ts"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp
+    parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    assert abs((parsed - before).total_seconds()) < 1.0
