@@ -231,10 +231,20 @@ def dev_tokens(output: str) -> dict[int, str]:
     return {int(uid): token for uid, _, token in TOKEN_LINE.findall(output)}
 
 
+def banner(proc: Any, within: float = 10.0) -> str:
+    """The output once the banner is complete: it comes when the gateway answers /ready,
+    a moment after the port first accepts."""
+    deadline = time.monotonic() + within
+    while '"event":"send_message"' not in (output := proc.output()):  # its last line
+        assert time.monotonic() < deadline, f"no banner:\n{output}"
+        time.sleep(0.05)
+    return output
+
+
 async def test_dev_mode_banner(gateway_process: StartProcess) -> None:
     proc = gateway_process(env={"BACKEND_API_URL": f"http://127.0.0.1:{free_port()}"},
                            args=["--dev"])
-    output = proc.output()
+    output = banner(proc)
     names = {int(uid): name.strip() for uid, name, _ in TOKEN_LINE.findall(output)}
     assert set(names) >= {1, 2, 3, 4}, output
     assert names[JOHN].startswith("John") and names[JANE].startswith("Jane"), names
@@ -269,7 +279,7 @@ async def test_dev_mode_john_and_jane_chat_dave_sees_nothing(
         gateway_process: StartProcess) -> None:
     proc = gateway_process(env={"BACKEND_API_URL": f"http://127.0.0.1:{free_port()}"},
                            args=["--dev"])
-    tokens = dev_tokens(proc.output())
+    tokens = dev_tokens(banner(proc))
     async with client_factory(proc.port) as connect:
         john = await connect()
         assert (await john.auth(tokens[JOHN]))["name"].startswith("John")
