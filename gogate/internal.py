@@ -10,6 +10,7 @@ reaches all of them (:class:`Deployment`).
 from __future__ import annotations
 
 import hmac
+import time
 from typing import Annotated, Any, Protocol
 
 import msgspec
@@ -19,9 +20,11 @@ from gogate.events import encode
 from gogate.log import internal_log
 from gogate.metrics import CONTENT_TYPE_LATEST
 
-__all__ = ["Deployment", "InternalServer", "PublishRequest"]
+__all__ = ["Deployment", "DisconnectRequest", "InternalServer", "PublishRequest",
+           "close_reason"]
 
 _JSON = "application/json"
+_CLOSE_REASON_BYTES = 123  # the most a WebSocket close frame carries
 
 
 class Deployment(Protocol):
@@ -35,6 +38,10 @@ class Deployment(Protocol):
 
     async def online(self, user_ids: list[int]) -> list[int]: ...
 
+    async def disconnect(self, user_id: int, reason: str, at: float) -> int:
+        """Revoke the user at ``at`` everywhere; the connections closed on this host."""
+        ...
+
     async def metrics_text(self) -> bytes: ...
 
 
@@ -47,6 +54,20 @@ class PublishRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _decode_publish = msgspec.json.Decoder(PublishRequest).decode
+
+
+class DisconnectRequest(msgspec.Struct, forbid_unknown_fields=True):
+    reason: str | None = None
+
+
+_decode_disconnect = msgspec.json.Decoder(DisconnectRequest).decode
+
+
+def close_reason(reason: str | None) -> str:
+    """The words of a revocation's close frame: the backend's reason (else ``revoked``), cut
+    to what a close frame holds without splitting a character."""
+    cut = (reason or "revoked").encode()[:_CLOSE_REASON_BYTES]
+    return cut.decode("utf-8", "ignore") or "revoked"
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -72,6 +93,7 @@ class InternalServer:
         app.router.add_post("/api/internal/v1/chats/{chat_id}/members/invalidate",
                             self._invalidate)
         app.router.add_get("/api/internal/v1/online", self._online)
+        app.router.add_post("/api/internal/v1/users/{user_id}/disconnect", self._disconnect)
         return app
 
     @web.middleware
@@ -112,6 +134,21 @@ class InternalServer:
             return _error(400, "Invalid chat id")
         self._deployment.invalidate(chat_id)
         return web.Response(status=204)
+
+    async def _disconnect(self, request: web.Request) -> web.Response:
+        at = time.time()  # one moment for every worker and host to compare iat with
+        raw = request.match_info["user_id"]
+        if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) < 2**63:
+            return _error(400, "Invalid user id")
+        body = await request.read()
+        try:
+            reason = _decode_disconnect(body).reason if body.strip() else None
+        except msgspec.DecodeError as exc:
+            return _error(400, f"Invalid request: {exc}")
+        closed = await self._deployment.disconnect(int(raw), close_reason(reason), at)
+        internal_log.info("user %s revoked by the backend: %d connections closed on this host",
+                          raw, closed, extra={"user_id": int(raw)})
+        return web.Response(body=msgspec.json.encode({"closed": closed}), content_type=_JSON)
 
     async def _online(self, request: web.Request) -> web.Response:
         raw = request.query.get("user_ids", "")

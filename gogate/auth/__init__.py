@@ -15,12 +15,13 @@ from gogate.auth.authenticator import Authenticator, Validate
 from gogate.auth.cache import ValidationCache, token_digest
 from gogate.auth.claims import peek_claims, user_from_claims
 from gogate.auth.revocations import Revocations
-from gogate.auth.verifier import JwtVerifier, build_verifier
+from gogate.auth.verifier import JwtVerifier, TokenRefused, build_verifier
 
 __all__ = [
     "Authenticator",
     "JwtVerifier",
     "Revocations",
+    "TokenRefused",
     "Validate",
     "ValidationCache",
     "build_verifier",

@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from gogate.errors import AuthFailed, ConfigError
 
-__all__ = ["DEFAULT_LEEWAY", "MAX_LEEWAY", "JwtVerifier", "build_verifier", "default_algorithms",
-           "refusal"]
+__all__ = ["DEFAULT_LEEWAY", "MAX_LEEWAY", "JwtVerifier", "TokenRefused", "build_verifier",
+           "default_algorithms", "refusal"]
 
 # Seconds of clock difference tolerated on exp, nbf and iat: the backend and the gateway run on
 # different machines. The contract allows at most 30; 10 keeps a token accepted just after its
@@ -56,9 +56,19 @@ PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519Public
     | ed448.Ed448PublicKey
 
 
-def refusal(reason: str) -> AuthFailed:
+class TokenRefused(AuthFailed):
+    """A token the gateway itself refused (not the backend); ``reason`` is one of a fixed
+    set of short phrases (``token expired``, ``bad signature``, ``token revoked``...), fit for
+    a metric's label."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"Authentication failed: {reason}")
+        self.reason = reason
+
+
+def refusal(reason: str) -> TokenRefused:
     """The error a refused token raises, worded like the backend's refusals."""
-    return AuthFailed(f"Authentication failed: {reason}")
+    return TokenRefused(reason)
 
 
 def _reason(exc: jwt.PyJWTError) -> str:

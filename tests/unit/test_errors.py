@@ -17,7 +17,7 @@ CONTRACT_ERROR_CODES = [
 @pytest.mark.parametrize("close", list(Close), ids=lambda c: c.name)
 def test_close_reasons(close: Close) -> None:
     code, reason, reconnect = close.value
-    assert code in {1001, 1002, 1003, 1007, 1008, 1009, 1013}
+    assert code in {1001, 1002, 1003, 1007, 1008, 1009, 1013, 4001}
     assert 0 < len(reason.encode("utf-8")) < 123
     assert isinstance(reconnect, bool)
     assert CLOSE_REASONS[close.name] == close.value
@@ -31,6 +31,7 @@ def test_close_codes_of_the_contract() -> None:
     assert Close.SLOW_CONSUMER.value.code == 1013
     assert Close.SHUTDOWN.value.code == 1001
     assert Close.AUTH_TIMEOUT.value.code == 1008
+    assert Close.REVOKED.value.code == 4001
 
 
 @pytest.mark.parametrize("code", CONTRACT_ERROR_CODES)
