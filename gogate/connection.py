@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import itertools
-import logging
 import time
 from collections import deque
 from typing import Final, Protocol
@@ -25,8 +24,8 @@ from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 from gogate.config import Settings
 from gogate.errors import Close, ErrorCode
 from gogate.events import Auth, Inbound, encode_error
+from gogate.frames import Fragments, unsendable_close
 from gogate.hub import Hub
-from gogate.log import conn_log
 from gogate.metrics import Metrics
 from gogate.models import User
 from gogate_fast import Flusher, Sink, build_frame
@@ -49,7 +48,7 @@ class State(enum.IntEnum):
     AUTHENTICATING = 2  # not authenticated, an auth is queued: later events wait behind it
     AUTHENTICATED = 3  # in the hub; the deadline (if any) is the token's expiry
     EXPIRED = 4  # in the hub, the token expired or was refused: closed at the deadline
-    CLOSING = 5  # the close frame is on its way; the socket is cut after a grace period
+    CLOSING = 5  # the close frame is sent; waiting for the client's (a grace period at most)
     CLOSED = 6  # the socket is gone
 
 
@@ -75,8 +74,8 @@ class Registry:
 class Connection(WSListener):  # type: ignore[misc]
     __slots__ = ("_abort", "_deadline", "_dispatch", "_flusher", "_fragments", "_hub",
                  "_inbox", "_inbox_task", "_metrics", "_registry", "_settings", "_write_timer",
-                 "auth_failures", "bucket", "conn_id", "last_ping", "last_rx", "sink", "state",
-                 "token", "transport", "user")
+                 "auth_failures", "bucket", "client", "conn_id", "last_ping", "last_rx", "sink",
+                 "state", "token", "transport", "user")
 
     transport: WSTransport  # set when the handshake completes
     sink: Sink  # set when the handshake completes
@@ -91,6 +90,7 @@ class Connection(WSListener):  # type: ignore[misc]
         self._registry = registry
         self._metrics = metrics
         self.conn_id = next(_ids)
+        self.client: object = None  # the client's address when proxies named it (gogate.proxy)
         self.state = State.NEW
         self.user: User | None = None
         self.token: str | None = None
@@ -98,7 +98,7 @@ class Connection(WSListener):  # type: ignore[misc]
         self.bucket = 0.0  # the rate limit's bucket (see gogate.policy.RateLimit): full
         self.last_rx = self.last_ping = time.monotonic()
         self._deadline = 0.0  # on the monotonic clock; 0 = none
-        self._fragments: bytearray | None = None
+        self._fragments: Fragments | None = None  # a fragmented message arriving
         self._inbox: deque[Inbound] | None = None
         self._inbox_task: asyncio.Task[None] | None = None
         self._write_timer: asyncio.TimerHandle | None = None  # a pause longer than WRITE_WAIT
@@ -129,14 +129,13 @@ class Connection(WSListener):  # type: ignore[misc]
         self.state = State.CONNECTING
         self._deadline = self.last_rx + settings.auth_timeout
         self._registry.open.add(self)
-        if conn_log.isEnabledFor(logging.INFO):  # the peer's address is looked up for the log
-            peer = raw.get_extra_info("peername")
-            remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
-            conn_log.info("connected", extra={"conn_id": self.conn_id, "remote": remote})
+        self._metrics.lifecycle.connected(self.conn_id, raw, self.client)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         self.last_rx = time.monotonic()
-        if self.state >= _CLOSING:
+        if self.state >= _CLOSING:  # the client's frames are dropped, until its close frame
+            if frame.msg_type is WSMsgType.CLOSE:
+                transport.disconnect()  # the client answered: the handshake is complete
             return
         if frame.rsv1 or frame.rsv2 or frame.rsv3:
             self.close(Close.PROTOCOL_ERROR)
@@ -154,11 +153,14 @@ class Connection(WSListener):  # type: ignore[misc]
                 if self._registry.accepting:  # else shutting down: the close frame follows
                     self._dispatch.receive(self, text)
             else:
-                self._fragments = bytearray(frame.get_payload_as_memoryview())
+                self._fragments = Fragments(frame, self._settings.max_message_size)
         elif kind is WSMsgType.CONTINUATION:
             self._on_continuation(frame)
         elif kind is WSMsgType.CLOSE:
-            self._shut(WSCloseCode.OK, b"")  # the client closes: answer and let the socket go
+            if unsendable_close(frame):
+                self.close(Close.PROTOCOL_ERROR)
+            else:
+                self._shut(WSCloseCode.OK, b"")  # the client closes: answer and let it go
         elif kind is WSMsgType.PING:
             if not self.sink.paused:  # a client that pings but does not read gets no pongs
                 transport.send_pong(frame.get_payload_as_bytes())
@@ -167,24 +169,17 @@ class Connection(WSListener):  # type: ignore[misc]
         # PONG: counted as activity above.
 
     def _on_continuation(self, frame: WSFrame) -> None:
-        fragments = self._fragments
-        if fragments is None:
+        if self._fragments is None:
             self.close(Close.PROTOCOL_ERROR)  # a continuation with nothing to continue
             return
-        if len(fragments) + frame.payload_size > self._settings.max_message_size:
-            self._fragments = None
-            self.close(Close.MESSAGE_TOO_BIG)
+        text = self._fragments.add(frame)
+        if text is None:
             return
-        fragments += frame.get_payload_as_memoryview()
-        if frame.fin:
-            self._fragments = None
-            try:
-                text = fragments.decode("utf-8")
-            except UnicodeDecodeError:
-                self.close(Close.INVALID_UTF8)
-                return
-            if self._registry.accepting:
-                self._dispatch.receive(self, text)
+        self._fragments = None
+        if isinstance(text, Close):
+            self.close(text)
+        elif self._registry.accepting:
+            self._dispatch.receive(self, text)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.state = State.CLOSED
@@ -195,10 +190,8 @@ class Connection(WSListener):  # type: ignore[misc]
         if self._inbox is not None:
             self._inbox.clear()  # the event under way finishes; the ones behind it are dropped
         sent = transport.close_handshake.sent if transport.close_handshake else None
-        conn_log.info("disconnected", extra={
-            "conn_id": self.conn_id, "user_id": self.user_id,
-            "code": int(sent.code.value) if sent is not None else None,
-            "reason": sent.reason if sent is not None and sent.reason else None})
+        self._metrics.lifecycle.disconnected(
+            self.conn_id, self.user_id, None if sent is None else (sent.code.value, sent.reason))
 
     def pause_writing(self) -> None:
         if self.state is State.NEW:
@@ -264,7 +257,7 @@ class Connection(WSListener):  # type: ignore[misc]
             return False
         if self.user is None:
             self.user = user
-            conn_log.info("authenticated", extra={"conn_id": self.conn_id, "user_id": user.id})
+            self._metrics.lifecycle.authenticated_as(self.conn_id, user.id)
         self.token = token
         self.state = State.AUTHENTICATED
         self._deadline = 0.0 if expires_at is None else (
@@ -306,29 +299,32 @@ class Connection(WSListener):  # type: ignore[misc]
 
     # --- closing ----------------------------------------------------------------------------
 
-    def close(self, reason: Close) -> None:
-        """Send a close frame with the reason's code and let the socket flush, then cut it."""
+    def close(self, reason: Close, text: str = "") -> None:
+        """Send a close frame with the reason (``text``, if given, as its words), then close."""
         if self.state >= _CLOSING or self.state is State.NEW:
             return
         metrics = self._metrics
         metrics.closes.labels(reason.name.lower()).inc()
         if reason in (Close.SLOW_CONSUMER, Close.WRITE_TIMEOUT):
             metrics.slow_consumers.inc()
-        code, text, _ = reason.value
-        conn_log.info("closing", extra={"conn_id": self.conn_id, "user_id": self.user_id,
-                                        "code": code, "reason": text})
+        code, text = reason.value.code, text or reason.value.reason
+        metrics.lifecycle.closing(self.conn_id, self.user_id, code, text)
         self._shut(WSCloseCode(code), text.encode())
 
     def _shut(self, code: WSCloseCode, reason: bytes) -> None:
-        """Leave the hub, send the close frame after what was already written, and cut the
-        socket if it has not flushed within the grace period."""
+        """Leave the hub and send the close frame after what was already written. The socket
+        is let go once the client answers with its close frame or ends its stream, and cut if
+        neither happens within the grace period. Until then the client's bytes are read (and
+        dropped): a socket closed on unread bytes is reset, and a reset can destroy the close
+        frame before the client reads it."""
         self.state = State.CLOSING
         self._stop_timers()
         self.sink.close()
         self._leave_hub()
         transport = self.transport
         transport.send_close(code, reason)
-        transport.disconnect()
+        if transport.close_handshake.recv is not None:
+            transport.disconnect()  # the client closed first: the handshake is complete
         self._abort = asyncio.get_running_loop().call_later(_CLOSE_GRACE, _abort, transport)
 
     def _leave_hub(self) -> None:

@@ -13,10 +13,13 @@ inbox and runs in its turn (:meth:`Dispatcher.run`). A flow that raises
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
 from gogate import handlers
+from gogate.auth import Authenticator, TokenRefused
+from gogate.auth.verifier import refusal
 from gogate.config import Settings
 from gogate.connection import Connection, State
 from gogate.errors import AuthExpired, ClientError, Close, ErrorCode
@@ -34,10 +37,11 @@ from gogate.events import (
     encode,
 )
 from gogate.handlers import Context
-from gogate.hub import Hub
+from gogate.hub import Grant, Hub
 from gogate.log import conn_log
 from gogate.models import User
-from gogate.policy import RateLimit, token_expiry
+from gogate.policy import RateLimit
+from gogate.recovery import Recovery
 
 __all__ = ["MAX_FAILED_AUTH", "Dispatcher"]
 
@@ -61,9 +65,12 @@ _CLOSING: Final = State.CLOSING
 class Dispatcher:
     """The client events of every connection of one worker go through here."""
 
-    def __init__(self, settings: Settings, ctx: Context, hub: Hub) -> None:
+    def __init__(self, settings: Settings, ctx: Context, hub: Hub, auth: Authenticator,
+                 recovery: Recovery) -> None:
         self._ctx = ctx
         self._hub = hub
+        self._recovery = recovery
+        self._auth = auth
         self._metrics = ctx.metrics
         self._rate = RateLimit(settings.rate_limit, settings.rate_limit_burst)
         self._per_user = settings.max_connections_per_user
@@ -108,8 +115,10 @@ class Dispatcher:
             assert client.user is not None and token is not None
             reply = await _FLOWS[type(event)](self._ctx, client.user, token, event)
         except ClientError as exc:
-            if isinstance(exc, AuthExpired) and client.token == token:
-                client.expire(notify=False)  # unless a fresh auth replaced the refused token
+            if isinstance(exc, AuthExpired) and token is not None:
+                self._auth.forget(token)  # the backend refuses it now: never reuse it
+                if client.token == token:
+                    client.expire(notify=False)  # unless a fresh auth replaced the token
             self._fail(client, exc, event.ref)
             return
         except Exception:
@@ -154,31 +163,54 @@ class Dispatcher:
         client.error(exc.code, exc.message, ref)
 
     async def _authenticate(self, client: Connection, event: Auth) -> None:
-        """``auth``: ask who holds the token; on the first success take one of the user's
-        connection slots and enter the hub; answer ``auth_success``."""
+        """``auth``: ask who holds the token (verified here, or by the backend); on the first
+        success take one of the user's connection slots and enter the hub; answer
+        ``auth_success``. A revocation of the user that arrives while this waits keeps the
+        connection out: it was not in the hub yet when the user's connections were closed."""
         token = event.data.token
+        begun = time.time()
         try:
-            user = await self._ctx.backend.validate_token(token)
+            user, expires = await self._auth.authenticate(token)
         except ClientError as exc:
             if exc.code is not ErrorCode.AUTH_FAILED:
                 raise
-            self._fail(client, exc, event.ref)
-            client.auth_failures += 1
-            if client.auth_failures >= MAX_FAILED_AUTH:
-                client.close(Close.AUTH_FAILED)
+            self._refuse(client, exc, event.ref)
             return
         if client.user is not None and client.user.id != user.id:
             raise ClientError("Already authenticated as another user",
                               ErrorCode.ALREADY_AUTHENTICATED)
         limit = self._per_user
-        if client.user is None and not await self._hub.enter(user.id, client.sink, limit):
+        entering = client.user is None
+        since = event.data.since if entering else None  # ignored on an authenticated one
+        grant: Grant | None = None
+        if entering and (grant := await self._hub.enter(user.id, client.sink, limit,
+                                                        since)) is None:
             self._fail(client, ClientError(f"Too many connections for this user (limit {limit})",
                                            ErrorCode.TOO_MANY_CONNECTIONS), None)
             client.close(Close.TOO_MANY_CONNECTIONS)
             return
-        if client.authenticated(user, token, token_expiry(token)):
-            client.send(encode("auth_success", AuthSuccessData(user.id, user.name, user.phone),
-                               event.ref))
+        # From here to authenticated() nothing waits, so no revocation can come in between.
+        if self._auth.revoked_during(token, user.id, begun):
+            if entering:
+                self._hub.leave(user.id, client.sink)
+            self._refuse(client, refusal("token revoked"), event.ref)
+            return
+        if client.authenticated(user, token, expires):
+            stream, recovered = Recovery.greeting(client.sink, grant, since)
+            client.send(encode("auth_success", AuthSuccessData(
+                user.id, user.name, user.phone, stream, recovered), event.ref))
+            if grant is not None:
+                self._recovery.begin(client.sink, user.id, grant, since)
+
+    def _refuse(self, client: Connection, exc: ClientError, ref: int | str | None) -> None:
+        """A refused token: answered AUTH_FAILED, counted as a failed attempt; the third one
+        closes the connection."""
+        reason = exc.reason if isinstance(exc, TokenRefused) else "backend"
+        self._metrics.auth_refusals.labels(reason).inc()
+        self._fail(client, exc, ref)
+        client.auth_failures += 1
+        if client.auth_failures >= MAX_FAILED_AUTH:
+            client.close(Close.AUTH_FAILED)
 
     def _typing(self, client: Connection, event: Typing) -> None:
         """``typing`` at once when its chat's member list is cached and holds the user; else

@@ -112,6 +112,8 @@ class Close(enum.Enum):
     AUTH_FAILED = CloseReason(1008, "too many failed authentication attempts", False)
     AUTH_EXPIRED = CloseReason(1008, "token expired", True)
     TOO_MANY_CONNECTIONS = CloseReason(1008, "too many connections for this user", False)
+    # the backend revoked the user; the close frame carries the backend's reason if it gave one
+    REVOKED = CloseReason(4001, "revoked", False)
     # what the client sent cannot be read
     MESSAGE_TOO_BIG = CloseReason(1009, "message too big", True)
     INVALID_UTF8 = CloseReason(1007, "invalid UTF-8 in text frame", True)
@@ -120,6 +122,7 @@ class Close(enum.Enum):
     # the connection's health, and the server's
     PING_TIMEOUT = CloseReason(1001, "no frame received within the pong wait", True)
     SLOW_CONSUMER = CloseReason(1013, "slow consumer: send queue full", True)
+    REPLAY_OVERRUN = CloseReason(1013, "replay overrun: resume again", True)
     WRITE_TIMEOUT = CloseReason(1013, "slow consumer: write blocked too long", True)
     SHUTDOWN = CloseReason(1001, "server shutting down", True)
 

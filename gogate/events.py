@@ -3,6 +3,8 @@
 Inbound frames are ``{"event": <name>, "data": {...}, "ref": <str|int>?}``; the event name is the
 tag of a tagged union, so one decode validates the whole frame. Outbound events are
 :class:`Outbound` values; ``new_message`` carries the backend's JSON as :class:`msgspec.Raw`.
+A stream event's frame also carries its receiver's top-level ``offset``, which the fan-out
+splices in per user (:func:`gogate_fast.build_frame`): it is encoded here without one.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Final
 
 import msgspec
-from msgspec import Meta, Raw, Struct
+from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
 from gogate.errors import ClientError, ErrorCode
 
@@ -31,6 +33,7 @@ __all__ = [
     "Outbound",
     "SendMessage",
     "SendMessageData",
+    "StreamPosition",
     "Typing",
     "TypingData",
     "UserTypingData",
@@ -44,8 +47,17 @@ Ref = int | str | None
 # --- client → server ------------------------------------------------------------------------
 
 
+class StreamPosition(Struct):
+    """A place in a user's stream (``auth.data.since``, ``auth_success.data.stream``,
+    ``stream_reset.data``): the stream's epoch and an offset in it."""
+
+    epoch: str
+    offset: Annotated[int, Meta(ge=0, le=2**63 - 1)]
+
+
 class AuthData(Struct):
     token: Annotated[str, Meta(min_length=1)]
+    since: StreamPosition | None = None  # the last stream event the client processed
 
 
 class SendMessageData(Struct):
@@ -168,6 +180,8 @@ class AuthSuccessData(Struct):
     user_id: int
     name: str
     phone: str | None
+    stream: StreamPosition | UnsetType = UNSET  # absent when recovery is off
+    recovered: bool | UnsetType = UNSET  # only in answer to a ``since``
 
 
 class UserTypingData(Struct):

@@ -6,6 +6,7 @@ at scrape time from the live structures, so the hot path pays nothing for them.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Final
 
@@ -20,8 +21,11 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
+from gogate.lifecycle import Lifecycle
 from gogate_fast import IMPLEMENTATION
 
 __all__ = ["CONTENT_TYPE_LATEST", "FamilyRecord", "Metrics", "SampleRecord", "decode_families",
@@ -38,6 +42,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         describe_process(r)
+        self.lifecycle = Lifecycle()  # plain integers on the connection path, read at scrape
+        r.register(_LifecycleCollector(self.lifecycle))
         self.connections = Gauge("gogate_connections", "Open WebSocket connections.", registry=r)
         self.authenticated = Gauge("gogate_authenticated_connections",
                                    "Authenticated WebSocket connections.", registry=r)
@@ -70,13 +76,47 @@ class Metrics:
         self.undelivered = Counter("gogate_undelivered_messages",
                                    "Accepted messages whose member list could not be fetched.",
                                    registry=r)
+        self.resumes = Counter("gogate_stream_resumes",
+                               "auth events with since on a new connection, by outcome: "
+                               "recovered or not_recovered.", ["outcome"], registry=r)
+        self.replayed = Counter("gogate_stream_replayed_events",
+                                "Stream events written to connections catching up (replays).",
+                                registry=r)
+        self.auth_cache = Counter("gogate_auth_cache",
+                                  "Tokens looked up in the validation cache: hit (no backend "
+                                  "call) or miss (a backend validation).", ["result"], registry=r)
+        self.auth_local = Counter("gogate_auth_local_verifications",
+                                  "Tokens verified locally (JWT_PUBLIC_KEY / JWT_SECRET), by "
+                                  "outcome: accepted or the refusal's reason.", ["outcome"],
+                                  registry=r)
+        self.auth_refusals = Counter("gogate_auth_refusals",
+                                     "auth events refused, by reason (backend: the backend "
+                                     "refused the token).", ["reason"], registry=r)
+        self.revocations = Counter("gogate_auth_revocations",
+                                   "Users revoked by the backend (users/{id}/disconnect) as "
+                                   "this worker learned of them.", registry=r)
+        self._auth_local: dict[str, Counter] = {}
         self._events_out: dict[str, Counter] = {}
         self._events_in: dict[str, Counter] = {}
+        self._backend: dict[tuple[str, str], tuple[Counter, Histogram, Counter | None]] = {}
 
     def event_in(self, event: str) -> None:
         child = self._events_in.get(event)
         if child is None:
             child = self._events_in[event] = self.events_in.labels(event)
+        child.inc()
+
+    def auth_hooks(self) -> dict[str, Callable[..., None]]:
+        """The counters an :class:`~gogate.auth.Authenticator` reports to (its ``on_*``)."""
+        return {"on_cache_hit": self.auth_cache.labels("hit").inc,
+                "on_cache_miss": self.auth_cache.labels("miss").inc,
+                "on_local": self.auth_outcome}
+
+    def auth_outcome(self, outcome: str) -> None:
+        """One token verified locally: ``accepted`` or the reason of its refusal."""
+        child = self._auth_local.get(outcome)
+        if child is None:
+            child = self._auth_local[outcome] = self.auth_local.labels(outcome)
         child.inc()
 
     def event_out(self, event: str, count: int = 1) -> None:
@@ -86,13 +126,50 @@ class Metrics:
         child.inc(count)
 
     def backend_call(self, endpoint: str, outcome: str, seconds: float) -> None:
-        self.backend_calls.labels(endpoint, outcome).inc()
-        self.backend_latency.labels(endpoint).observe(seconds)
-        if not outcome.isdigit() or int(outcome) >= 500:
-            self.backend_errors.labels(endpoint).inc()
+        """Count one backend call; the labelled series of each (endpoint, outcome) are looked
+        up once (a message costs a call: this runs per message)."""
+        series = self._backend.get((endpoint, outcome))
+        if series is None:
+            failed = not outcome.isdigit() or int(outcome) >= 500
+            series = self._backend[endpoint, outcome] = (
+                self.backend_calls.labels(endpoint, outcome),
+                self.backend_latency.labels(endpoint),
+                self.backend_errors.labels(endpoint) if failed else None)
+        calls, latency, errors = series
+        calls.inc()
+        latency.observe(seconds)
+        if errors is not None:
+            errors.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _LifecycleCollector(Collector):
+    """The lifecycle counts of a worker as Prometheus counters, read when scraped."""
+
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self._lifecycle = lifecycle
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self._lifecycle
+        yield CounterMetricFamily("gogate_connections_opened",
+                                  "WebSocket handshakes completed.", value=counts.opened)
+        yield CounterMetricFamily("gogate_connections_authenticated",
+                                  "Connections authenticated (once each).",
+                                  value=counts.authenticated)
+        closed = CounterMetricFamily("gogate_connections_closed",
+                                     "Connections gone, by the close code gogate sent (1006: "
+                                     "dropped without one).", labels=["code"])
+        for code, count in sorted(counts.closed.items()):
+            closed.add_metric([str(code)], count)
+        yield closed
+        refused = CounterMetricFamily("gogate_upgrades_refused",
+                                      "Upgrades answered with an HTTP error, by reason.",
+                                      labels=["reason"])
+        for reason, count in sorted(counts.refused.items()):
+            refused.add_metric([reason], count)
+        yield refused
 
 
 def describe_process(registry: CollectorRegistry) -> None:

@@ -5,8 +5,10 @@ from outside: a lone gateway is given the in-process one, a worker of several th
 reaches its supervisor; this module names neither.
 
 The public port is a picows listener: ``/ws`` upgrades to the protocol of
-:mod:`gogate.connection`; ``/health`` and ``/`` are answered by the listener factory itself;
-anything else is 404. A lone gateway also serves the internal API (:mod:`gogate.internal`).
+:mod:`gogate.connection`; ``/health``, ``/ready`` and ``/`` are answered by the router itself;
+other paths are offered to the gateway's ``pages`` (the demo page in development mode), and
+what they do not answer is 404. A lone gateway also serves the internal API
+(:mod:`gogate.internal`).
 """
 
 from __future__ import annotations
@@ -14,22 +16,18 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import re
 import signal
 import ssl
 import time
-from collections.abc import Collection, Coroutine, Sequence
-from typing import Any, Final
+from collections.abc import Callable, Collection, Coroutine, Sequence
+from typing import Any, Final, TypeAlias
 
 import msgspec
-from picows import (
-    WSListener,
-    WSUpgradeRequest,
-    WSUpgradeResponse,
-    WSUpgradeResponseWithListener,
-    ws_create_server,
-)
+from picows import WSListener, WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 
+from gogate import __version__, lifecycle
+from gogate.admission import Admission, OriginPolicy
+from gogate.auth import Authenticator
 from gogate.backend import BackendClient
 from gogate.config import Settings
 from gogate.connection import Connection, Registry
@@ -38,31 +36,27 @@ from gogate.errors import ClientError, Close
 from gogate.handlers import Context
 from gogate.hub import Broker, Hub
 from gogate.internal import InternalServer
+from gogate.listener import listen
 from gogate.log import server_log
 from gogate.members import MembersCache
 from gogate.metrics import Metrics, encode_families
-from gogate_fast import IMPLEMENTATION, Flusher
+from gogate.proxy import Address
+from gogate.recovery import Recovery
+from gogate_fast import IMPLEMENTATION, PURE_ASKED, PURE_REASON, Flusher
 
-__all__ = ["Gateway", "OriginPolicy", "run"]
+__all__ = ["Gateway", "OriginPolicy", "Page", "Pages", "run"]
 
 _INFO: Final = (b"gogate: BuzzChat WebSocket gateway\n"
                 b"  /ws      WebSocket endpoint (first event: auth with a token)\n"
-                b"  /health  health check (JSON)\n")
+                b"  /health  health check (JSON)\n"
+                b"  /ready   200 while accepting new connections, 503 once shutting down\n")
 _JSON: Final = (("Content-Type", "application/json"),)
 
-
-class OriginPolicy:
-    """``ALLOWED_ORIGINS``: exact values or ``*`` wildcards (``https://*.example.com``; a
-    lone ``*`` allows every origin); empty allows every origin. A request without an
-    ``Origin`` header (not a browser) is allowed."""
-
-    def __init__(self, patterns: Sequence[str]) -> None:
-        self.open = not patterns or "*" in patterns
-        self._regex = re.compile(
-            "|".join(re.escape(p.lower()).replace(r"\*", "[^/]*") for p in patterns) or "$^")
-
-    def allows(self, origin: str | None) -> bool:
-        return self.open or origin is None or self._regex.fullmatch(origin.lower()) is not None
+#: A page: status, body and headers.
+Page: TypeAlias = tuple[int, bytes, Sequence[tuple[str, str]]]
+#: Extra GET pages of the public port: given a path (without the query), its page, or None
+#: when the path is not one of them. Called on the event loop: it must answer at once.
+Pages: TypeAlias = Callable[[bytes], Page | None]
 
 
 def _response(status: int, body: bytes, headers: Sequence[tuple[str, str]] = ()
@@ -82,8 +76,10 @@ class Gateway:
     (``SO_REUSEPORT``) with the others and names itself in the upgrade response.
     """
 
-    def __init__(self, settings: Settings, broker: Broker, worker: int | None = None) -> None:
+    def __init__(self, settings: Settings, broker: Broker, worker: int | None = None,
+                 pages: Pages | None = None) -> None:
         self.settings = settings
+        self.pages = pages
         self.worker = worker
         self.broker = broker
         self.metrics = Metrics()
@@ -94,11 +90,15 @@ class Gateway:
         self.members = MembersCache(self.backend.chat_members, settings.members_cache_ttl,
                                     metrics=self.metrics)
         self.hub = Hub(broker, self.metrics)
+        self.recovery = Recovery(broker, self.metrics)
         self.flows = Context(self.backend, self.members, broker, self.metrics)
-        self.dispatcher = Dispatcher(settings, self.flows, self.hub)
-        self.flusher = Flusher(asyncio.get_running_loop().call_soon)
+        self.auth = Authenticator.from_settings(settings, self.backend.validate_token,
+                                                **self.metrics.auth_hooks())
+        self.dispatcher = Dispatcher(settings, self.flows, self.hub, self.auth, self.recovery)
+        loop = asyncio.get_running_loop()  # WRITE_DELAY is in milliseconds
+        self.flusher = Flusher(loop.call_soon, settings.write_delay / 1000, loop.call_later)
         self.registry = Registry()
-        self.origins = OriginPolicy(settings.allowed_origins)
+        self.admission = Admission(settings, self.metrics.lifecycle)
         self.internal = None if worker is not None else InternalServer(
             self, settings.internal_host, settings.internal_port, settings.internal_api_key)
         # A worker among several names itself in the upgrade response (kept by the transport
@@ -106,6 +106,7 @@ class Gateway:
         self._upgrade_headers = None if worker is None else [("X-Gogate-Worker", str(worker))]
         self.port = settings.port
         self.stopping = asyncio.Event()  # set by a signal, or when the deployment is gone
+        self.ready = True  # /ready: False from the moment a shutdown is asked for
         self._server: asyncio.Server | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # publishes to chats under way
@@ -116,8 +117,14 @@ class Gateway:
     # --- what the broker asks (Node) and the internal API (Deployment) ------------------------
 
     def deliver(self, user_ids: Collection[int], event: str, payload: bytes,
-                exclude_user: int | None, droppable: bool) -> None:
-        self.hub.deliver(user_ids, event, payload, exclude_user, droppable)
+                exclude_user: int | None, droppable: bool,
+                offsets: dict[int, int] | None = None) -> None:
+        behind = self.hub.deliver(user_ids, event, payload, exclude_user, droppable, offsets)
+        if behind is not None:
+            self.recovery.catch_up(behind)
+
+    def reset(self, user_id: int, epoch: str, offset: int) -> None:
+        self.recovery.reset(self.hub.sinks(user_id), epoch, offset)
 
     def held(self, user_id: int) -> int:
         return self.hub.held(user_id)
@@ -136,6 +143,21 @@ class Gateway:
                                extra={"chat_id": chat_id, "event": event})
             return
         self.broker.publish(members, event, payload, None, False)
+
+    def revoke(self, user_id: int, reason: str, at: float) -> int:
+        self.auth.revoke(user_id, at)  # first: a reconnect racing the closes is refused already
+        self.metrics.revocations.inc()
+        held = [c for c in self.registry.open if c.user_id == user_id and not c.closing]
+        for conn in held:
+            conn.close(Close.REVOKED, reason)
+        return len(held)
+
+    def learn_revocations(self, records: list[tuple[int, float]]) -> None:
+        for user_id, at in records:
+            self.auth.revoke(user_id, at)
+
+    async def disconnect(self, user_id: int, reason: str, at: float) -> int:
+        return self.revoke(user_id, reason, at)
 
     def invalidate(self, chat_id: int) -> None:
         self.members.invalidate(chat_id)
@@ -159,37 +181,39 @@ class Gateway:
 
     # --- routes of the public port ------------------------------------------------------------
 
-    def _route(self, request: WSUpgradeRequest
+    def _route(self, request: WSUpgradeRequest, client: Address | None = None
                ) -> WSListener | WSUpgradeResponseWithListener | None:
+        """``client``: the client's address, given when proxies are configured."""
         path = request.path.split(b"?", 1)[0]
         if path == b"/ws":
-            return self._upgrade(request)
+            return self._upgrade(request, client)
+        if path == b"/ready":
+            return _response(200, b"ready\n") if self.ready else _response(503, b"draining\n")
         if path == b"/health":
             body = msgspec.json.encode({
-                "status": "ok" if self.registry.accepting else "draining",
-                "service": "gogate", "implementation": IMPLEMENTATION, "pid": os.getpid(),
+                "status": "ok" if self.ready else "draining", "service": "gogate",
+                "version": __version__, "implementation": IMPLEMENTATION, "pid": os.getpid(),
                 "worker": self.worker or 0, "connections": len(self.registry.open)})
             return _response(200, body, _JSON)
         if path == b"/":
             return _response(200, _INFO)
+        if self.pages is not None and (page := self.pages(path)) is not None:
+            return _response(*page)
         return None
 
-    def _upgrade(self, request: WSUpgradeRequest
+    def _upgrade(self, request: WSUpgradeRequest, client: Address | None
                  ) -> WSListener | WSUpgradeResponseWithListener:
         headers = request.headers
         if headers.get("upgrade", "").lower() != "websocket":
             return _response(426, b"426 Upgrade Required: /ws speaks WebSocket\n",
                              (("Upgrade", "websocket"),))
-        if not self.origins.allows(headers.get("origin")):
-            server_log.info("upgrade refused: origin not allowed",
-                            extra={"reason": headers.get("origin", "")[:100]})
-            return _response(403, b"403 Forbidden: origin not allowed\n")
-        limit = self.settings.max_connections
-        if not self.registry.accepting or (limit and len(self.registry.open) >= limit):
-            return _response(503, b"503 Service Unavailable: try again later\n",
-                             (("Retry-After", "5"),))
+        refusal = self.admission.refusal(headers.get("origin"), len(self.registry.open),
+                                         self.registry.accepting)
+        if refusal is not None:
+            return _response(*refusal)
         connection = Connection(self.settings, self.dispatcher, self.hub, self.flusher,
                                 self.registry, self.metrics)
+        connection.client = client
         if self._upgrade_headers is None:
             return connection
         return WSUpgradeResponseWithListener(
@@ -207,18 +231,8 @@ class Gateway:
         if s.tls_cert_file:
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_context.load_cert_chain(s.tls_cert_file, s.tls_key_file)
-        self._server = await ws_create_server(
-            self._route, s.host, s.port,
-            max_frame_size=s.max_message_size,
-            read_buffer_init_size=s.read_buffer_size,
-            websocket_handshake_timeout=s.auth_timeout,
-            enable_auto_pong=False,  # pings are answered after the frame checks
-            use_aiofastnet=False,  # the loop's own transports: 5 KB less per connection
-            logger_name="server",
-            reuse_address=True,
-            reuse_port=self.worker is not None,
-            ssl=ssl_context,
-        )
+        self._server = await listen(self._route, s, ssl_context=ssl_context,
+                                    reuse_port=self.worker is not None)
         sockets = self._server.sockets
         if sockets:
             self.port = sockets[0].getsockname()[1]
@@ -231,19 +245,26 @@ class Gateway:
         server_log.info("gogate listening on %s://%s:%d/ws (hot path: %s, loop: %s)",
                         scheme, s.host, self.port, IMPLEMENTATION,
                         type(asyncio.get_running_loop()).__module__.split(".")[0])
+        if PURE_REASON is not None:  # fine when asked for; by accident, every frame costs more
+            (server_log.info if PURE_ASKED else server_log.warning)(
+                "hot path: the pure-Python twin runs: %s", PURE_REASON)
         if not s.allowed_origins:
             server_log.warning("ALLOWED_ORIGINS is empty: WebSocket upgrades from any origin "
                                "are accepted")
 
     async def _beat(self) -> None:
-        """Once a tick: heartbeats of every connection; now and then, cache pruning."""
+        """Once a tick: heartbeats of every connection; now and then, cache pruning and the
+        summary of what happened to connections."""
         s = self.settings
         tick = max(0.05, min(1.0, s.ping_period / 2, s.pong_wait / 4, s.auth_timeout / 5))
-        last_prune = time.monotonic()
+        last_prune = last_summary = time.monotonic()
         while True:
             await asyncio.sleep(tick)
             now = time.monotonic()
             self._sweep(now)
+            if now - last_summary >= lifecycle.SUMMARY_PERIOD:
+                last_summary = now
+                self.metrics.lifecycle.summarise(len(self.registry.open))
             if now - last_prune >= 10.0:
                 last_prune = now
                 self.members.prune()
@@ -254,13 +275,30 @@ class Gateway:
         for conn in list(self.registry.open):
             conn.heartbeat(now)
 
+    def request_shutdown(self) -> None:
+        """SIGTERM or SIGINT (a worker of several gets it from its supervisor, every worker at
+        once): ``/ready`` answers 503 from now on. Another signal changes nothing."""
+        self.ready = False
+        self.stopping.set()
+
+    async def linger(self) -> None:
+        """After a signal, ``SHUTDOWN_DELAY`` seconds of full service (new connections
+        included) with ``/ready`` at 503, for load balancers to take this worker out before
+        its connections are drained. Not when the deployment is gone: nothing to wait for."""
+        delay = self.settings.shutdown_delay
+        if self.ready or delay <= 0:
+            server_log.info("shutdown requested")
+            return
+        server_log.info("shutdown requested: /ready answers 503, draining in %g s", delay)
+        await asyncio.sleep(delay)
+
     async def stop(self) -> None:
         """Stop accepting, let backend calls in flight finish, close every connection with
         1001, all within ``SHUTDOWN_TIMEOUT``."""
         if self._server is None:
             return
         deadline = time.monotonic() + self.settings.shutdown_timeout
-        self.registry.accepting = False
+        self.ready = self.registry.accepting = False
         self._server.close()
         server_log.info("draining %d connections", len(self.registry.open))
         pending = [t for c in self.registry.open if (t := c.pending_write) is not None]
@@ -276,6 +314,7 @@ class Gateway:
             conn.close(Close.SHUTDOWN)
         while self.registry.open and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        self.flusher.flush()  # a delayed flush due later holds closed sinks: let them go now
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
@@ -287,13 +326,14 @@ class Gateway:
         server_log.info("gogate stopped")
 
 
-async def run(settings: Settings, broker: Broker, worker: int | None = None) -> int:
+async def run(settings: Settings, broker: Broker, worker: int | None = None,
+              pages: Pages | None = None) -> int:
     """Serve until SIGTERM or SIGINT (or until the broker finds the deployment gone), then
-    drain and return the exit code."""
-    gateway = Gateway(settings, broker, worker)
+    drain and return the exit code. ``pages`` answers extra GET paths of the public port."""
+    gateway = Gateway(settings, broker, worker, pages)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, gateway.stopping.set)
+        loop.add_signal_handler(sig, gateway.request_shutdown)
     try:
         await gateway.start()
     except OSError as exc:
@@ -303,6 +343,6 @@ async def run(settings: Settings, broker: Broker, worker: int | None = None) -> 
             await gateway.internal.stop()
         return 1
     await gateway.stopping.wait()
-    server_log.info("shutdown requested")
+    await gateway.linger()
     await gateway.stop()
     return 0

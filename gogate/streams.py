@@ -22,58 +22,28 @@ the log; the log is compacted once such events make up half of it, which costs n
 the events that were trimmed.
 
 One store serves a host: a lone worker keeps it in process; with several workers the
-supervisor, which sees every event routed between them, keeps it for all of them.
-
-:class:`OffsetFrames` builds the WebSocket frames of one stream event for receivers at
-different offsets: the event is encoded once, and per receiver only the header and the offset
-digits differ.
+supervisor, which sees every event routed between them, keeps it for all of them. Appending an
+event to its receivers' streams runs once per receiver, so its loop and the streams themselves
+live in :mod:`gogate_fast` (compiled, with a pure-Python twin).
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from array import array
 from collections import deque
-from collections.abc import Callable, Iterable
-from itertools import islice
+from collections.abc import Callable, Collection
 from typing import Final
 
-__all__ = ["OffsetFrames", "StreamStore", "frame_header", "frame_with_offset"]
+from gogate_fast import Kept, StreamLog, append_all
+
+__all__ = ["StreamStore"]
 
 _COMPACT_AFTER: Final = 1024  # trimmed events skipped in the log before compaction is considered
-_OFFSET_KEY: Final = b',"offset":'
-_MAX_DIGITS: Final = 20  # an offset of up to 19 digits, then the closing brace
-_NOBODY: Final[array[int]] = array("q")  # receivers of an event not kept yet; never written to
 
 
 def _new_epoch() -> str:
     return secrets.token_urlsafe(9)
-
-
-class _Kept:
-    """One kept event, shared by every stream that holds it. ``receivers`` lists the users
-    whose stream took it (for expiry); ``holders`` counts the streams that still hold it."""
-
-    __slots__ = ("at", "event", "holders", "payload", "receivers")
-
-    def __init__(self, event: str, payload: bytes, at: float) -> None:
-        self.event = event
-        self.payload = payload
-        self.at = at
-        self.holders = 0
-        self.receivers = _NOBODY
-
-
-class _Stream:
-    __slots__ = ("connections", "epoch", "events", "expires", "last")
-
-    def __init__(self, epoch: str) -> None:
-        self.epoch = epoch
-        self.last = 0  # offset of the latest event, 0 before the first
-        self.events: deque[_Kept] = deque()  # kept events, oldest first, ending at ``last``
-        self.connections = 0
-        self.expires = 0.0  # when the stream goes, once it has no connection
 
 
 class StreamStore:
@@ -90,8 +60,8 @@ class StreamStore:
         self.ttl = ttl
         self._clock = clock
         self._new_epoch = new_epoch
-        self._streams: dict[int, _Stream] = {}
-        self._log: deque[_Kept] = deque()  # every kept event still held, in arrival order
+        self._streams: dict[int, StreamLog] = {}
+        self._log: deque[Kept] = deque()  # every kept event still held, in arrival order
         self._trimmed = 0  # events in the log that no stream holds any more
         self._closing: deque[tuple[float, int]] = deque()  # (expiry, user id), in closing order
 
@@ -106,10 +76,10 @@ class StreamStore:
         """Distinct events held by at least one stream."""
         return len(self._log) - self._trimmed
 
-    def _stream(self, user_id: int) -> _Stream:
+    def _stream(self, user_id: int) -> StreamLog:
         stream = self._streams.get(user_id)
         if stream is None:
-            stream = self._streams[user_id] = _Stream(self._new_epoch())
+            stream = self._streams[user_id] = StreamLog(self.size, self._new_epoch())
             stream.expires = self._clock() + self.ttl
             self._closing.append((stream.expires, user_id))
         return stream
@@ -118,14 +88,14 @@ class StreamStore:
         """The stream's epoch and latest offset, creating the stream when the user has none
         (it then lives ``ttl`` seconds unless a connection opens)."""
         stream = self._stream(user_id)
-        return stream.epoch, stream.last
+        return str(stream.epoch), stream.last
 
     def open(self, user_id: int) -> tuple[str, int]:
         """A connection of the user opened: the stream lives at least as long. Returns its
         position."""
         stream = self._stream(user_id)
         stream.connections += 1
-        return stream.epoch, stream.last
+        return str(stream.epoch), stream.last
 
     def close(self, user_id: int) -> None:
         """A connection of the user closed; after the last one the stream lives ``ttl`` more
@@ -142,30 +112,18 @@ class StreamStore:
         stream = self._streams.get(user_id)
         return 0 if stream is None else stream.connections
 
-    def append(self, user_ids: Iterable[int], event: str, payload: bytes) -> dict[int, int]:
+    def append(self, user_ids: Collection[int], event: str, payload: bytes) -> dict[int, int]:
         """Keep one encoded event for every receiver that has a stream, and give it the next
         offset of each. Returns user id → offset for those receivers only."""
         now = self._clock()
         if self._log and self._log[0].at <= now - self.ttl:
             self._expire_events(now)
-        find = self._streams.get
-        offsets: dict[int, int] = {}
-        kept = _Kept(event, payload, now)
-        size = self.size
-        unique = isinstance(user_ids, frozenset | set)
-        for user_id in user_ids:
-            stream = find(user_id)
-            if stream is None or (not unique and user_id in offsets):
-                continue
-            events = stream.events
-            if len(events) == size:
-                self._release(events.popleft())
-            events.append(kept)
-            stream.last = last = stream.last + 1
-            offsets[user_id] = last
+        kept = Kept(event, payload, now)
+        offsets, dropped = append_all(self._streams, user_ids, kept,
+                                      isinstance(user_ids, frozenset | set))
+        if dropped:
+            self._dropped(len(dropped))
         if offsets:
-            kept.receivers = array("q", list(offsets))
-            kept.holders = len(offsets)
             self._log.append(kept)
         return offsets
 
@@ -176,16 +134,15 @@ class StreamStore:
         stream = self._streams.get(user_id)
         if stream is None or stream.epoch != epoch or not 0 <= offset <= stream.last:
             return None
-        events = stream.events
         horizon = self._clock() - self.ttl
-        while events and events[0].at <= horizon:
-            self._release(events.popleft())
+        while (oldest := stream.oldest) is not None and oldest.at <= horizon:
+            self._release(stream.pop_oldest())
         missed = stream.last - offset
-        if missed > len(events):
+        if missed > len(stream):
             return None
         first = offset + 1
         return [(first + index, kept.payload)
-                for index, kept in enumerate(islice(events, len(events) - missed, None))]
+                for index, kept in enumerate(stream.newest(missed))]
 
     def prune(self) -> None:
         """Drop the events older than ``ttl`` and the streams whose time is up."""
@@ -198,16 +155,20 @@ class StreamStore:
             stream = streams.get(user_id)
             if stream is not None and stream.connections == 0 and stream.expires <= now:
                 del streams[user_id]
-                for kept in stream.events:
+                for kept in stream.newest(len(stream)):
                     self._release(kept)
 
-    def _release(self, kept: _Kept) -> None:
+    def _release(self, kept: Kept) -> None:
         kept.holders -= 1
         if kept.holders == 0:
-            self._trimmed += 1
-            if self._trimmed > _COMPACT_AFTER and 2 * self._trimmed > len(self._log):
-                self._log = deque(held for held in self._log if held.holders)
-                self._trimmed = 0
+            self._dropped(1)
+
+    def _dropped(self, count: int) -> None:
+        """``count`` events of the log are held by no stream any more."""
+        self._trimmed += count
+        if self._trimmed > _COMPACT_AFTER and 2 * self._trimmed > len(self._log):
+            self._log = deque(held for held in self._log if held.holders)
+            self._trimmed = 0
 
     def _expire_events(self, now: float) -> None:
         log = self._log
@@ -222,59 +183,8 @@ class StreamStore:
                 stream = streams.get(user_id)
                 # A stream holds its events in arrival order, so an expired event it still
                 # holds is its oldest.
-                if stream is not None and stream.events and stream.events[0] is kept:
-                    stream.events.popleft()
+                if stream is not None and stream.oldest is kept:
+                    stream.pop_oldest()
                     kept.holders -= 1
             # Every holder was visited: the event is gone from the store.
             kept.holders = 0
-
-
-def frame_header(size: int) -> bytes:
-    """The header of a final, unmasked text frame of ``size`` payload bytes."""
-    if size < 126:
-        return bytes((0x81, size))
-    if size < 65536:
-        return bytes((0x81, 126)) + size.to_bytes(2, "big")
-    return bytes((0x81, 127)) + size.to_bytes(8, "big")
-
-
-def _offset_body(payload: bytes) -> bytes:
-    if len(payload) < 3 or payload[:1] != b"{" or payload[-1:] != b"}":
-        raise ValueError("a stream event is a non-empty JSON object")
-    return payload[:-1] + _OFFSET_KEY
-
-
-class OffsetFrames:
-    """The frames of one encoded stream event, each carrying a receiver's ``offset``.
-
-    ``payload`` is the event encoded once, ``{"event":...,"data":...}``. The shared part, the
-    payload without its closing brace followed by ``,"offset":``, is built once; a receiver's
-    frame is a header (its length depends on the number of digits), that part, the digits and
-    the closing brace. Headers and shared part are joined once per digit count.
-    """
-
-    __slots__ = ("_body", "_heads")
-
-    def __init__(self, payload: bytes) -> None:
-        self._body = _offset_body(payload)
-        self._heads: list[bytes | None] = [None] * (_MAX_DIGITS + 1)
-
-    def frame(self, offset: int) -> bytes:
-        tail = b"%d}" % offset
-        if offset < 0 or len(tail) > _MAX_DIGITS:
-            raise ValueError("an offset is a non-negative integer of at most 19 digits")
-        head = self._heads[len(tail)]
-        if head is None:
-            head = frame_header(len(self._body) + len(tail)) + self._body
-            self._heads[len(tail)] = head
-        return head + tail
-
-
-def frame_with_offset(payload: bytes, offset: int) -> bytes:
-    """One frame of ``payload`` carrying ``offset`` (a replayed event, framed for one
-    receiver)."""
-    body = _offset_body(payload)
-    if offset < 0:
-        raise ValueError("an offset is a non-negative integer")
-    tail = b"%d}" % offset
-    return frame_header(len(body) + len(tail)) + body + tail

@@ -1,6 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: initializedcheck=False, embedsignature=True
-"""The compiled hot path: server frames, coalescing per-connection sinks, and the fan-out loop.
+"""The compiled hot path: server frames, coalescing per-connection sinks, and the fan-out loop,
+which writes each user's stream events with that user's offset and in offset order.
 
 ``gogate_fast._pure`` is its twin, statement for statement: the same ring, the same shedding,
 the same flush rules. The tests run against both.
@@ -9,15 +10,22 @@ the same flush rules. The tests run against both.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.long cimport PyLong_AsLongLong
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
+from cpython cimport array
 from libc.string cimport memcpy
+
+import array as _array
 
 cdef Py_ssize_t _live_sinks = 0
 cdef Py_ssize_t _live_rings = 0
 cdef Py_ssize_t _queued_frames = 0
 cdef bytes _EMPTY = b""
+cdef array.array _NO_RECEIVERS = _array.array("q")
+cdef const char* _OFFSET_KEY = b',"offset":'
+cdef Py_ssize_t _KEY_SIZE = 10
 
 
 def stats():
@@ -26,34 +34,81 @@ def stats():
     return {"sinks": _live_sinks, "rings": _live_rings, "queued": _queued_frames}
 
 
-cpdef bytes build_frame(bytes payload):
-    """A final, unmasked text frame carrying ``payload``: valid for every receiver."""
-    cdef Py_ssize_t size = PyBytes_GET_SIZE(payload)
-    cdef Py_ssize_t header
-    cdef unsigned char* out
+cdef inline Py_ssize_t _write_header(unsigned char* out, Py_ssize_t size) noexcept:
+    """Write the header of a frame of ``size`` payload bytes; returns its length."""
     cdef unsigned long long length
     cdef int i
-    if size < 126:
-        header = 2
-    elif size < 65536:
-        header = 4
-    else:
-        header = 10
-    frame = PyBytes_FromStringAndSize(NULL, header + size)
-    out = <unsigned char*>PyBytes_AS_STRING(frame)
     out[0] = 0x81
-    if header == 2:
+    if size < 126:
         out[1] = <unsigned char>size
-    elif header == 4:
+        return 2
+    if size < 65536:
         out[1] = 126
         out[2] = <unsigned char>((size >> 8) & 0xFF)
         out[3] = <unsigned char>(size & 0xFF)
-    else:
-        out[1] = 127
-        length = <unsigned long long>size
-        for i in range(8):
-            out[9 - i] = <unsigned char>((length >> (8 * i)) & 0xFF)
-    memcpy(out + header, PyBytes_AS_STRING(payload), size)
+        return 4
+    out[1] = 127
+    length = <unsigned long long>size
+    for i in range(8):
+        out[9 - i] = <unsigned char>((length >> (8 * i)) & 0xFF)
+    return 10
+
+
+cdef inline Py_ssize_t _header_size(Py_ssize_t size) noexcept:
+    if size < 126:
+        return 2
+    if size < 65536:
+        return 4
+    return 10
+
+
+cpdef bytes build_frame(bytes payload, long long offset=-1):
+    """A final, unmasked text frame carrying ``payload``: valid for every receiver. With an
+    ``offset`` of 0 or more, ``payload`` (one JSON object) gains a last member
+    ``"offset":<offset>``: the frame of a stream event for one user."""
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(payload)
+    cdef unsigned char* out
+    if offset >= 0:
+        _check_stream_event(payload)
+        return _offset_frame(payload, offset)
+    frame = PyBytes_FromStringAndSize(NULL, _header_size(size) + size)
+    out = <unsigned char*>PyBytes_AS_STRING(frame)
+    memcpy(out + _write_header(out, size), PyBytes_AS_STRING(payload), size)
+    return frame
+
+
+cdef int _check_stream_event(bytes payload) except -1:
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(payload)
+    cdef const char* data = PyBytes_AS_STRING(payload)
+    if size < 3 or data[0] != b'{' or data[size - 1] != b'}':
+        raise ValueError("a stream event is a non-empty JSON object")
+    return 0
+
+
+cdef bytes _offset_frame(bytes payload, long long offset):
+    """The frame of a stream event (``payload``, checked) with ``offset``: the event without
+    its closing brace, which every offset shares, then the key, the digits and the brace."""
+    cdef char digits[24]
+    cdef int count = 0
+    cdef unsigned long long rest = <unsigned long long>offset
+    cdef Py_ssize_t shared = PyBytes_GET_SIZE(payload) - 1
+    cdef Py_ssize_t size, at
+    cdef unsigned char* out
+    digits[23] = b'}'
+    while True:  # the digits, backwards, before the closing brace
+        count += 1
+        digits[23 - count] = <char>(48 + rest % 10)
+        rest //= 10
+        if rest == 0:
+            break
+    size = shared + _KEY_SIZE + count + 1
+    frame = PyBytes_FromStringAndSize(NULL, _header_size(size) + size)
+    out = <unsigned char*>PyBytes_AS_STRING(frame)
+    at = _write_header(out, size)
+    memcpy(out + at, PyBytes_AS_STRING(payload), shared)
+    at += shared
+    memcpy(out + at, _OFFSET_KEY, _KEY_SIZE)
+    memcpy(out + at + _KEY_SIZE, digits + 23 - count, count + 1)
     return frame
 
 
@@ -110,6 +165,13 @@ cdef class Sink:
     must arrive sheds the oldest queued droppable frames to fit, and when it cannot fit
     :meth:`send` returns ``False`` for the owner to close the connection as a slow consumer.
     Nothing else is ever dropped from an open connection.
+
+    Its place in its user's stream: ``epoch`` (None: no stream) and ``stream_last``, the offset
+    of the last stream event written to it (-1: offsets are not checked). While
+    ``catching_up`` (a replay under way) the fan-out writes it nothing and only raises
+    ``seen`` to the highest offset it offered. ``on_resume``, when set, is called once the
+    socket drained and the queued frames are written: a writer paced by the socket (see
+    :meth:`write_now`) goes on.
     """
 
     def __cinit__(self, write, Py_ssize_t capacity, Py_ssize_t max_bytes, owner=None,
@@ -132,6 +194,11 @@ cdef class Sink:
         self.max_bytes = max_bytes
         self.queued_bytes = 0
         self.owner = owner
+        self.epoch = None
+        self.stream_last = -1
+        self.seen = 0
+        self.catching_up = False
+        self.on_resume = None
 
     def __dealloc__(self):
         global _live_sinks
@@ -276,30 +343,42 @@ cdef class Sink:
         """Write this sink's collected frames now (before a close frame, say)."""
         self._flush_pending()
 
+    cpdef write_now(self, bytes data):
+        """Write ``data`` (whole frames) at once, after the frames collected so far and past
+        the send queue, which it never counts toward: for a writer paced by the socket, which
+        writes only while the sink is not paused (see ``on_resume``)."""
+        if self._closed:
+            return
+        self._flush_pending()
+        self._write(data)
+
     cpdef pause(self):
         """The transport is above its high-water mark: queue from now on."""
         self._paused = True
 
     cpdef resume(self):
-        """The transport drained: write what waits, in order, in one write."""
+        """The transport drained: write what waits, in order, in one write; then, while the
+        transport still takes data, let ``on_resume`` go on."""
         cdef Py_ssize_t i
         cdef list frames
         self._paused = False
         self._flush_pending()
-        if self._count == 0:
-            return
-        frames = []
-        for i in range(self._count):
-            frames.append(<object>self._frames[(self._head + i) % self.capacity])
-        self._free_ring()
-        if len(frames) == 1:
-            self._write(frames[0])
-        else:
-            self._write(_EMPTY.join(frames))
+        if self._count:
+            frames = []
+            for i in range(self._count):
+                frames.append(<object>self._frames[(self._head + i) % self.capacity])
+            self._free_ring()
+            if len(frames) == 1:
+                self._write(frames[0])
+            else:
+                self._write(_EMPTY.join(frames))
+        if self.on_resume is not None and not self._paused and not self._closed:
+            self.on_resume()
 
     cpdef close(self, bint flush=True):
         """Stop writing and release the queue; first write what was already collected unless
-        ``flush`` is false (the socket is gone)."""
+        ``flush`` is false (the socket is gone). A writer waiting on ``on_resume`` is called
+        once more, and finds the sink closed."""
         if self._closed:
             return
         if flush:
@@ -309,37 +388,84 @@ cdef class Sink:
         self._free_ring()
         self._write = None
         self.owner = None
+        waiting = self.on_resume
+        self.on_resume = None
+        if waiting is not None:  # a writer paced by the socket learns that it is gone
+            waiting()
 
 
 cdef class _Delivery:
-    """One broadcast under way: its frame, built on the first receiver, and its tally."""
+    """One broadcast under way: its frames, built on the first receiver that needs them, and
+    its tally. The plain frame is built once; a stream event's frame once per user, from one
+    shared part and the user's offset."""
 
     cdef bytes payload
     cdef bytes frame
+    cdef bint checked
     cdef bint droppable
     cdef Py_ssize_t reached
     cdef list overflowed
+    cdef list behind
 
-    cdef inline int send_all(self, list held) except -1:
+    cdef inline int send_all(self, list held, long long offset) except -1:
+        """Send to one user's sinks; ``offset`` is the user's offset of the event, 0 = none."""
         cdef Py_ssize_t i, n = PyList_GET_SIZE(held)
         cdef Sink sink
-        if n and self.frame is None:
-            self.frame = build_frame(self.payload)
+        cdef bytes frame = None
+        cdef long long last
         for i in range(n):
             sink = <Sink>PyList_GET_ITEM(held, i)
-            if not sink.send(self.frame, self.droppable):
+            if sink.catching_up:
+                if offset > sink.seen:
+                    sink.seen = offset
+                continue
+            if offset:
+                last = sink.stream_last
+                if last >= 0:
+                    if offset <= last:  # written already
+                        continue
+                    if offset != last + 1:  # a gap: the sink catches up from its last
+                        sink.catching_up = True
+                        sink.seen = offset
+                        if self.behind is None:
+                            self.behind = []
+                        self.behind.append(sink)
+                        continue
+                    sink.stream_last = offset
+                if frame is None:
+                    if not self.checked:
+                        _check_stream_event(self.payload)
+                        self.checked = True
+                    frame = _offset_frame(self.payload, offset)
+            elif frame is None:
+                if self.frame is None:
+                    self.frame = build_frame(self.payload)
+                frame = self.frame
+            if not sink.send(frame, self.droppable):
                 if self.overflowed is None:
                     self.overflowed = []
                 self.overflowed.append(sink)
-        self.reached += n
+            self.reached += 1
         return 0
 
 
+cdef inline long long _offset_of(dict offsets, object user_id) except? -1:
+    cdef PyObject* found
+    if offsets is None:
+        return 0
+    found = PyDict_GetItem(offsets, user_id)
+    return 0 if found == NULL else PyLong_AsLongLong(<object>found)
+
+
 cpdef tuple deliver(dict users, user_ids, object exclude_user, bytes payload,
-                    bint droppable=False):
-    """Frame ``payload`` once and send it to every sink of ``user_ids`` found in ``users``
-    (user id → list of sinks), skipping ``exclude_user``. Returns the number of sinks reached
-    and the list of those that overflowed (or None)."""
+                    bint droppable=False, dict offsets=None):
+    """Send ``payload`` to every sink of ``user_ids`` found in ``users`` (user id → list of
+    sinks), skipping ``exclude_user``. A user found in ``offsets`` (user id → that user's
+    offset of this stream event) gets it framed with the offset, once for all the user's sinks;
+    every other user gets the one plain frame. A sink is written each offset once, in order: a
+    repeated offset is skipped, and a sink that finds a gap before an offset is left out and
+    listed in ``behind`` (it now catches up). Returns the number of sinks written, those that
+    overflowed (or None), and those behind (or None)."""
     cdef PyObject* found
     cdef bint excluding = exclude_user is not None
     cdef _Delivery delivery = _Delivery.__new__(_Delivery)
@@ -349,9 +475,148 @@ cpdef tuple deliver(dict users, user_ids, object exclude_user, bytes payload,
         for user_id in user_ids:
             found = PyDict_GetItem(users, user_id)
             if found != NULL and not (excluding and user_id == exclude_user):
-                delivery.send_all(<list>found)
+                delivery.send_all(<list>found, _offset_of(offsets, user_id))
     else:
         for user_id, held in users.items():
             if not (excluding and user_id == exclude_user) and user_id in user_ids:
-                delivery.send_all(<list>held)
-    return delivery.reached, delivery.overflowed
+                delivery.send_all(<list>held, _offset_of(offsets, user_id))
+    return delivery.reached, delivery.overflowed, delivery.behind
+
+
+# --- per-user streams: the hot part of gogate.streams ----------------------------------------
+
+
+cdef class Kept:
+    """One kept stream event, shared by every stream that holds it: its name, its encoding,
+    when it came, how many streams still hold it (``holders``) and the users whose streams took
+    it (``receivers``, for expiry)."""
+
+    def __cinit__(self, event, bytes payload, double at):
+        self.event = event
+        self.payload = payload
+        self.at = at
+        self.holders = 0
+        self.receivers = None
+
+
+cdef class StreamLog:
+    """The kept events of one user's stream, oldest first, the newest at offset ``last``;
+    at most ``size`` of them. ``epoch``, ``connections`` and ``expires`` are the store's."""
+
+    def __cinit__(self, Py_ssize_t size, epoch):
+        if size < 1:
+            raise ValueError("a stream keeps at least one event")
+        self._ring = NULL
+        self._capacity = 0
+        self._head = 0
+        self._count = 0
+        self.size = size
+        self.epoch = epoch
+        self.last = 0
+        self.connections = 0
+        self.expires = 0.0
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self._ring != NULL:
+            for i in range(self._count):
+                Py_DECREF(<object>self._ring[(self._head + i) % self._capacity])
+            PyMem_Free(self._ring)
+
+    def __len__(self):
+        return self._count
+
+    cdef int _grow(self) except -1:
+        """Double the ring (up to ``size``), keeping the events in order from slot 0."""
+        cdef Py_ssize_t capacity = min(self.size, max(4, 2 * self._capacity))
+        cdef PyObject** ring = <PyObject**>PyMem_Malloc(capacity * sizeof(PyObject*))
+        cdef Py_ssize_t i
+        if ring == NULL:
+            raise MemoryError()
+        for i in range(self._count):
+            ring[i] = self._ring[(self._head + i) % self._capacity]
+        PyMem_Free(self._ring)
+        self._ring = ring
+        self._capacity = capacity
+        self._head = 0
+        return 0
+
+    def push(self, Kept kept):
+        """Keep ``kept`` as the newest event (at offset ``last`` + 1, which ``last`` becomes);
+        returns the oldest one when it had to go to make room, else None."""
+        return self._push(kept)
+
+    cdef inline object _push(self, Kept kept):
+        cdef object gone = None
+        if self._count == self.size:
+            gone = <object>self._ring[self._head]
+            Py_DECREF(gone)  # the ring's reference; ``gone`` holds its own
+            self._head = (self._head + 1) % self._capacity
+            self._count -= 1
+        elif self._count == self._capacity:
+            self._grow()
+        Py_INCREF(kept)
+        self._ring[(self._head + self._count) % self._capacity] = <PyObject*>kept
+        self._count += 1
+        self.last += 1
+        return gone
+
+    @property
+    def oldest(self):
+        return None if self._count == 0 else <object>self._ring[self._head]
+
+    cpdef Kept pop_oldest(self):
+        if self._count == 0:
+            raise IndexError("the stream keeps no event")
+        cdef Kept kept = <Kept>self._ring[self._head]
+        Py_DECREF(kept)
+        self._head = (self._head + 1) % self._capacity
+        self._count -= 1
+        return kept
+
+    cpdef list newest(self, Py_ssize_t count):
+        """The newest ``count`` events (at most all), oldest first."""
+        cdef Py_ssize_t i
+        cdef list out = []
+        count = min(max(count, 0), self._count)
+        for i in range(self._count - count, self._count):
+            out.append(<object>self._ring[(self._head + i) % self._capacity])
+        return out
+
+
+cdef extern from "Python.h":
+    dict _PyDict_NewPresized(Py_ssize_t minused)
+
+
+cpdef tuple append_all(dict streams, user_ids, Kept kept, bint unique):
+    """Push ``kept`` onto the stream of every user of ``user_ids`` found in ``streams`` (each
+    user once: ``unique`` says that ``user_ids`` repeats none), and name them in its
+    ``receivers``. Returns user id → the offset it got, and the events that no stream holds any
+    more (or None)."""
+    cdef dict offsets = _PyDict_NewPresized(len(user_ids))
+    cdef list dropped = None
+    cdef PyObject* found
+    cdef StreamLog stream
+    cdef object gone
+    cdef array.array receivers = array.clone(_NO_RECEIVERS, len(user_ids), zero=False)
+    cdef long long* ids = receivers.data.as_longlongs
+    cdef Py_ssize_t n = 0
+    for user_id in user_ids:
+        found = PyDict_GetItem(streams, user_id)
+        if found == NULL or (not unique and user_id in offsets):
+            continue
+        stream = <StreamLog>found
+        gone = stream._push(kept)
+        offsets[user_id] = stream.last
+        ids[n] = user_id
+        n += 1
+        if gone is not None:
+            (<Kept>gone).holders -= 1
+            if (<Kept>gone).holders == 0:
+                if dropped is None:
+                    dropped = []
+                dropped.append(gone)
+    array.resize(receivers, n)
+    kept.receivers = receivers
+    kept.holders = n
+    return offsets, dropped

@@ -1,5 +1,5 @@
 """The pure-Python hot path: server frames, coalescing per-connection sinks, and the fan-out
-loop.
+loop, which writes each user's stream events with that user's offset and in offset order.
 
 It runs wherever the compiled module is absent or ``GOGATE_NO_EXTENSIONS=1`` is set, and is
 the compiled module's twin, statement for statement: the same ring, the same shedding, the same
@@ -8,10 +8,14 @@ flush rules. The tests run against both.
 
 from __future__ import annotations
 
+from array import array
+from collections import deque
 from collections.abc import Callable, Collection
+from itertools import islice
 from typing import Any
 
-__all__ = ["Flusher", "Sink", "build_frame", "deliver", "stats"]
+__all__ = ["Flusher", "Kept", "Sink", "StreamLog", "append_all", "build_frame", "deliver",
+           "stats"]
 
 _live = {"sinks": 0, "rings": 0, "queued": 0}
 
@@ -22,16 +26,40 @@ def stats() -> dict[str, int]:
     return dict(_live)
 
 
-def build_frame(payload: bytes) -> bytes:
-    """A final, unmasked text frame carrying ``payload``: valid for every receiver."""
-    size = len(payload)
+_OFFSET_KEY = b',"offset":'
+_NO_OFFSETS: dict[int, int] = {}  # the offsets of a broadcast that has none; never written
+
+
+def _header(size: int) -> bytes:
     if size < 126:
-        header = bytes((0x81, size))
-    elif size < 65536:
-        header = bytes((0x81, 126)) + size.to_bytes(2, "big")
-    else:
-        header = bytes((0x81, 127)) + size.to_bytes(8, "big")
-    return header + payload
+        return bytes((0x81, size))
+    if size < 65536:
+        return bytes((0x81, 126)) + size.to_bytes(2, "big")
+    return bytes((0x81, 127)) + size.to_bytes(8, "big")
+
+
+def build_frame(payload: bytes, offset: int = -1) -> bytes:
+    """A final, unmasked text frame carrying ``payload``: valid for every receiver. With an
+    ``offset`` of 0 or more, ``payload`` (one JSON object) gains a last member
+    ``"offset":<offset>``: the frame of a stream event for one user."""
+    if offset < 0:
+        return _header(len(payload)) + payload
+    return _offset_frame(_offset_body(payload), offset)
+
+
+def _offset_body(payload: bytes) -> bytes:
+    """The part of a stream event's frames shared by every offset: the event without its
+    closing brace, then the offset's key."""
+    if len(payload) < 3 or payload[0] != 0x7B or payload[-1] != 0x7D:
+        raise ValueError("a stream event is a non-empty JSON object")
+    return payload[:-1] + _OFFSET_KEY
+
+
+def _offset_frame(body: bytes, offset: int) -> bytes:
+    if offset > 0x7FFFFFFFFFFFFFFF:
+        raise OverflowError("an offset fits in 63 bits")
+    tail = b"%d}" % offset
+    return _header(len(body) + len(tail)) + body + tail
 
 
 class Flusher:
@@ -88,11 +116,19 @@ class Sink:
     must arrive sheds the oldest queued droppable frames to fit, and when it cannot fit
     :meth:`send` returns ``False`` for the owner to close the connection as a slow consumer.
     Nothing else is ever dropped from an open connection.
+
+    Its place in its user's stream: ``epoch`` (None: no stream) and ``stream_last``, the offset
+    of the last stream event written to it (-1: offsets are not checked). While
+    ``catching_up`` (a replay under way) the fan-out writes it nothing and only raises
+    ``seen`` to the highest offset it offered. ``on_resume``, when set, is called once the
+    socket drained and the queued frames are written: a writer paced by the socket (see
+    :meth:`write_now`) goes on.
     """
 
     __slots__ = ("__weakref__", "_closed", "_count", "_dirty", "_droppable", "_flusher",
-                 "_frames", "_head", "_paused", "_pending", "_write", "capacity", "max_bytes",
-                 "owner", "queued_bytes")
+                 "_frames", "_head", "_paused", "_pending", "_write", "capacity",
+                 "catching_up", "epoch", "max_bytes", "on_resume", "owner", "queued_bytes",
+                 "seen", "stream_last")
 
     def __init__(self, write: Callable[[bytes], object], capacity: int, max_bytes: int,
                  owner: object = None, flusher: Flusher | None = None) -> None:
@@ -113,6 +149,11 @@ class Sink:
         self.max_bytes = max_bytes
         self.queued_bytes = 0
         self.owner = owner
+        self.epoch: object = None
+        self.stream_last = -1
+        self.seen = 0
+        self.catching_up = False
+        self.on_resume: Callable[[], object] | None = None
 
     def __del__(self) -> None:
         if hasattr(self, "_frames"):
@@ -238,30 +279,42 @@ class Sink:
         """Write this sink's collected frames now (before a close frame, say)."""
         self._flush_pending()
 
+    def write_now(self, data: bytes) -> None:
+        """Write ``data`` (whole frames) at once, after the frames collected so far and past
+        the send queue, which it never counts toward: for a writer paced by the socket, which
+        writes only while the sink is not paused (see ``on_resume``)."""
+        if self._closed:
+            return
+        self._flush_pending()
+        self._write(data)  # type: ignore[misc]
+
     def pause(self) -> None:
         """The transport is above its high-water mark: queue from now on."""
         self._paused = True
 
     def resume(self) -> None:
-        """The transport drained: write what waits, in order, in one write."""
+        """The transport drained: write what waits, in order, in one write; then, while the
+        transport still takes data, let ``on_resume`` go on."""
         self._paused = False
         self._flush_pending()
-        if self._count == 0:
-            return
-        ring = self._frames
-        assert ring is not None
-        frames: list[bytes] = []
-        for i in range(self._count):
-            frames.append(ring[(self._head + i) % self.capacity])  # type: ignore[arg-type]
-        self._free_ring()
-        if len(frames) == 1:
-            self._write(frames[0])  # type: ignore[misc]
-        else:
-            self._write(b"".join(frames))  # type: ignore[misc]
+        if self._count:
+            ring = self._frames
+            assert ring is not None
+            frames: list[bytes] = []
+            for i in range(self._count):
+                frames.append(ring[(self._head + i) % self.capacity])  # type: ignore[arg-type]
+            self._free_ring()
+            if len(frames) == 1:
+                self._write(frames[0])  # type: ignore[misc]
+            else:
+                self._write(b"".join(frames))  # type: ignore[misc]
+        if self.on_resume is not None and not self._paused and not self._closed:
+            self.on_resume()
 
     def close(self, flush: bool = True) -> None:
         """Stop writing and release the queue; first write what was already collected unless
-        ``flush`` is false (the socket is gone)."""
+        ``flush`` is false (the socket is gone). A writer waiting on ``on_resume`` is called
+        once more, and finds the sink closed."""
         if self._closed:
             return
         if flush:
@@ -271,46 +324,170 @@ class Sink:
         self._free_ring()
         self._write = None
         self.owner = None
+        waiting = self.on_resume
+        self.on_resume = None
+        if waiting is not None:  # a writer paced by the socket learns that it is gone
+            waiting()
 
 
 class _Delivery:
-    """One broadcast under way: its frame, built on the first receiver, and its tally."""
+    """One broadcast under way: its frames, built on the first receiver that needs them, and
+    its tally. The plain frame is built once; a stream event's frame once per user, from one
+    shared part and the user's offset."""
 
-    __slots__ = ("droppable", "frame", "overflowed", "payload", "reached")
+    __slots__ = ("behind", "body", "droppable", "frame", "overflowed", "payload", "reached")
 
     def __init__(self, payload: bytes, droppable: bool) -> None:
         self.payload = payload
         self.frame: bytes | None = None
+        self.body: bytes | None = None
         self.droppable = droppable
         self.reached = 0
         self.overflowed: list[Sink] | None = None
+        self.behind: list[Sink] | None = None
 
-    def send_all(self, held: list[Sink]) -> None:
-        n = len(held)
-        if n and self.frame is None:
-            self.frame = build_frame(self.payload)
+    def send_all(self, held: list[Sink], offset: int) -> None:
+        """Send to one user's sinks; ``offset`` is the user's offset of the event, 0 = none."""
+        frame: bytes | None = None
         for sink in held:
-            if not sink.send(self.frame, self.droppable):  # type: ignore[arg-type]
+            if sink.catching_up:
+                if offset > sink.seen:
+                    sink.seen = offset
+                continue
+            if offset:
+                last = sink.stream_last
+                if last >= 0:
+                    if offset <= last:  # written already
+                        continue
+                    if offset != last + 1:  # a gap: the sink catches up from its last
+                        sink.catching_up = True
+                        sink.seen = offset
+                        if self.behind is None:
+                            self.behind = []
+                        self.behind.append(sink)
+                        continue
+                    sink.stream_last = offset
+                if frame is None:
+                    if self.body is None:
+                        self.body = _offset_body(self.payload)
+                    frame = _offset_frame(self.body, offset)
+            elif frame is None:
+                if self.frame is None:
+                    self.frame = build_frame(self.payload)
+                frame = self.frame
+            if not sink.send(frame, self.droppable):
                 if self.overflowed is None:
                     self.overflowed = []
                 self.overflowed.append(sink)
-        self.reached += n
+            self.reached += 1
 
 
 def deliver(users: dict[int, list[Sink]], user_ids: Collection[int], exclude_user: Any,
-            payload: bytes, droppable: bool = False) -> tuple[int, list[Sink] | None]:
-    """Frame ``payload`` once and send it to every sink of ``user_ids`` found in ``users``
-    (user id → list of sinks), skipping ``exclude_user``. Returns the number of sinks reached
-    and the list of those that overflowed (or None)."""
+            payload: bytes, droppable: bool = False, offsets: dict[int, int] | None = None
+            ) -> tuple[int, list[Sink] | None, list[Sink] | None]:
+    """Send ``payload`` to every sink of ``user_ids`` found in ``users`` (user id → list of
+    sinks), skipping ``exclude_user``. A user found in ``offsets`` (user id → that user's
+    offset of this stream event) gets it framed with the offset, once for all the user's sinks;
+    every other user gets the one plain frame. A sink is written each offset once, in order: a
+    repeated offset is skipped, and a sink that finds a gap before an offset is left out and
+    listed in ``behind`` (it now catches up). Returns the number of sinks written, those that
+    overflowed (or None), and those behind (or None)."""
     excluding = exclude_user is not None
     delivery = _Delivery(payload, droppable)
+    numbered = _NO_OFFSETS if offsets is None else offsets
     if len(user_ids) <= len(users):  # walk the smaller side
         for user_id in user_ids:
             found = users.get(user_id)
             if found is not None and not (excluding and user_id == exclude_user):
-                delivery.send_all(found)
+                delivery.send_all(found, numbered.get(user_id, 0))
     else:
         for user_id, held in users.items():
             if not (excluding and user_id == exclude_user) and user_id in user_ids:
-                delivery.send_all(held)
-    return delivery.reached, delivery.overflowed
+                delivery.send_all(held, numbered.get(user_id, 0))
+    return delivery.reached, delivery.overflowed, delivery.behind
+
+
+# --- per-user streams: the hot part of gogate.streams ----------------------------------------
+
+
+class Kept:
+    """One kept stream event, shared by every stream that holds it: its name, its encoding,
+    when it came, how many streams still hold it (``holders``) and the users whose streams took
+    it (``receivers``, for expiry)."""
+
+    __slots__ = ("at", "event", "holders", "payload", "receivers")
+
+    def __init__(self, event: str, payload: bytes, at: float) -> None:
+        self.event = event
+        self.payload = payload
+        self.at = at
+        self.holders = 0
+        self.receivers: Any = None
+
+
+class StreamLog:
+    """The kept events of one user's stream, oldest first, the newest at offset ``last``;
+    at most ``size`` of them. ``epoch``, ``connections`` and ``expires`` are the store's."""
+
+    __slots__ = ("_events", "connections", "epoch", "expires", "last", "size")
+
+    def __init__(self, size: int, epoch: object) -> None:
+        if size < 1:
+            raise ValueError("a stream keeps at least one event")
+        self._events: deque[Kept] = deque()
+        self.size = size
+        self.epoch = epoch
+        self.last = 0
+        self.connections = 0
+        self.expires = 0.0
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def push(self, kept: Kept) -> Kept | None:
+        """Keep ``kept`` as the newest event (at offset ``last`` + 1, which ``last`` becomes);
+        returns the oldest one when it had to go to make room, else None."""
+        events = self._events
+        gone = events.popleft() if len(events) == self.size else None
+        events.append(kept)
+        self.last += 1
+        return gone
+
+    @property
+    def oldest(self) -> Kept | None:
+        return self._events[0] if self._events else None
+
+    def pop_oldest(self) -> Kept:
+        return self._events.popleft()
+
+    def newest(self, count: int) -> list[Kept]:
+        """The newest ``count`` events (at most all), oldest first."""
+        events = self._events
+        count = min(max(count, 0), len(events))
+        return list(islice(events, len(events) - count, None))
+
+
+def append_all(streams: dict[int, StreamLog], user_ids: Collection[int], kept: Kept,
+               unique: bool) -> tuple[dict[int, int], list[Kept] | None]:
+    """Push ``kept`` onto the stream of every user of ``user_ids`` found in ``streams`` (each
+    user once: ``unique`` says that ``user_ids`` repeats none), and name them in its
+    ``receivers``. Returns user id → the offset it got, and the events that no stream holds any
+    more (or None)."""
+    offsets: dict[int, int] = {}
+    dropped: list[Kept] | None = None
+    find = streams.get
+    for user_id in user_ids:
+        stream = find(user_id)
+        if stream is None or (not unique and user_id in offsets):
+            continue
+        gone = stream.push(kept)
+        offsets[user_id] = stream.last
+        if gone is not None:
+            gone.holders -= 1
+            if gone.holders == 0:
+                if dropped is None:
+                    dropped = []
+                dropped.append(gone)
+    kept.receivers = array("q", list(offsets))
+    kept.holders = len(offsets)
+    return offsets, dropped

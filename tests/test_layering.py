@@ -34,18 +34,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-LEAVES = ("gogate.config", "gogate.errors", "gogate.events", "gogate.log", "gogate.metrics",
-          "gogate.models", "gogate.policy")
+LEAVES = ("gogate.admission", "gogate.config", "gogate.configparse", "gogate.devports",
+          "gogate.errors",
+          "gogate.events", "gogate.lifecycle", "gogate.log",
+          "gogate.metrics", "gogate.models", "gogate.policy", "gogate.proxy")
 CORE = (
     "gogate.streams",  # the per-user streams of kept events
     "gogate.auth",  # who holds a token (a package: every module in it)
     "gogate.backend",
     "gogate.members",
     "gogate.hub",
+    "gogate.recovery",  # a connection's resume: replay paced by its socket, then live
     "gogate.handlers",
+    "gogate.frames",
     "gogate.connection",
     "gogate.dispatch",
     "gogate.internal",
+    "gogate.listener",  # the public port's socket and per-connection protocol
     "gogate.server",
 )
 CLUSTER = "gogate.cluster"

@@ -7,7 +7,9 @@ gateway is under pressure. Each test pins one defect that was fixed:
 4. a fresh ``auth`` after AUTH_EXPIRED never waits behind a write in flight;
 5. a connection the gateway closes frees the user's slot at once;
 6. ``add_reaction`` / ``mark_read`` whose ``chat_id`` is not the relayed message's chat are refused;
-7. SIGTERM while a message waits for its member list tells the sender which message was lost.
+7. SIGTERM while a message waits for its member list tells the sender which message was lost;
+8. the close frame reaches a client that was still sending when the gateway closed (no reset);
+9. a client that breaks the protocol is not logged as a server error.
 
 Raw frames are sent with the minimal RFC 6455 client of ``rawws.py`` (:class:`RawClient`), so
 that a test can stop reading, set a tiny receive window, or send what a library would not.
@@ -17,11 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import logging
 import re
 import signal
 import struct
+import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -47,7 +52,9 @@ from conftest import (
 )
 from rawws import (
     CLOSE,
+    CONT,
     PING,
+    TEXT,
     Collector,
     RawClient,
     RawClients,
@@ -57,6 +64,7 @@ from rawws import (
 )
 
 from gogate.devbackend import DevBackend
+from gogate.log import configure
 from gogate.server import Gateway
 
 # --- helpers --------------------------------------------------------------------------------
@@ -402,3 +410,65 @@ async def test_shutdown_tells_the_sender_about_an_undelivered_message(
         elapsed = time.monotonic() - signalled
         assert exit_code == 0, proc.output()
         assert elapsed < 4.0, f"exited {elapsed:.1f}s after SIGTERM with SHUTDOWN_TIMEOUT=3"
+
+
+# --- 8. the close frame reaches a client that is still sending -----------------------------
+
+
+async def test_close_frame_reaches_a_client_whose_data_is_still_in_flight(
+        gateway: Gateway, raw_clients: Any) -> None:
+    """The gateway fails the connection (1002: a continuation with nothing to continue) while a
+    megabyte the client sent behind it is still arriving, and more follows. The client, reading
+    only afterwards, gets the close frame rather than a reset; once it answers, the gateway ends
+    the stream cleanly, long before the grace period."""
+    raw = await raw_clients(gateway.port)
+    conn = next(iter(gateway.registry.open))
+    raw.writer.transport.pause_reading()  # the close frame waits in the client's socket
+    raw.send(frame(CONT, b"", fin=False), *[frame(TEXT, b"x" * 4000)] * 250)
+    await eventually(lambda: conn.closing, 2.0, "the gateway to fail the connection")
+    await asyncio.sleep(0.1)
+    raw.send(*[frame(TEXT, b"x" * 4000)] * 25)  # sent after the close frame left the gateway
+    await asyncio.sleep(0.1)
+    raw.writer.transport.resume_reading()
+    assert await raw.close_code() == 1002
+    raw.send(frame(CLOSE, struct.pack("!H", 1002)))
+    try:
+        rest = await asyncio.wait_for(raw.reader.read(), 1.0)
+    except ConnectionError as exc:
+        raise AssertionError("the gateway reset the connection") from exc
+    assert rest == b""
+    await eventually(lambda: conn not in gateway.registry.open, 1.0, "the socket to be let go")
+
+
+# --- 9. a client's protocol violation is not a server error ---------------------------------
+
+
+@pytest.fixture
+def gateway_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """What the gateway's own logging setup (text, level info) writes, caught in this process;
+    the logging setup of the test run is put back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    names = ("gogate", "picows", "aiohttp.access")
+    levels = {name: logging.getLogger(name).level for name in names}
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", out)
+    configure("info", "text")
+    yield out
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, saved in levels.items():
+        logging.getLogger(name).setLevel(saved)
+
+
+async def test_a_client_breaking_the_protocol_is_not_logged_as_an_error(
+        gateway: Gateway, raw_clients: Any, gateway_log: io.StringIO) -> None:
+    raw = await raw_clients(gateway.port)
+    raw.send(frame(0x3, b"?"))  # an opcode the protocol reserves: the frame parser fails it
+    assert await raw.close_code() == 1002
+    await eventually(lambda: not gateway.registry.open, 2.0, "the connection to end")
+    errors = [line for line in gateway_log.getvalue().splitlines() if " ERROR " in line]
+    assert errors == []
+    # picows' other errors (its own failures) are still logged as errors.
+    logging.getLogger("picows.server").error("WS parser failure, initiate disconnect")
+    assert " ERROR picows.server WS parser failure" in gateway_log.getvalue()

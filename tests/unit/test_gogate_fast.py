@@ -1,5 +1,6 @@
 """The hot path, ``gogate_fast``: server frames, per-connection sinks (collected writes, the
-bounded send ring and its shedding), the flusher and its write delay, and fan-out.
+bounded send ring and its shedding), the flusher and its write delay, and fan-out, with stream
+events framed per user with the user's offset and written to each sink once and in order.
 
 Every test runs against both implementations, the pure-Python twin and the compiled module; a
 missing compiled build fails its half instead of being skipped. The two are also driven through
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib
+import json
 import os
 import random
 import subprocess
@@ -21,6 +23,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -398,7 +402,7 @@ def test_one_flush_is_scheduled_for_many_sinks(impl: ModuleType) -> None:
     sinks = [impl.Sink(w, 10, 1 << 20, None, flusher) for w in writers]
     frame = impl.build_frame(b'{"event":"x","data":{}}')
     assert impl.deliver({i: [s] for i, s in enumerate(sinks)}, range(50), None, frame) \
-        == (50, None)
+        == (50, None, None)
     assert len(scheduler.callbacks) == 1
     assert all(w.frames == [] for w in writers)
     scheduler.run()
@@ -526,8 +530,8 @@ async def test_no_write_delay_writes_on_the_next_loop_iteration(impl: ModuleType
 def test_deliver_frames_once_and_skips_the_excluded_user(impl: ModuleType) -> None:
     writers = {uid: [Writer(), Writer()] for uid in (1, 2, 3)}
     users = {uid: [impl.Sink(w, 10, 1 << 20) for w in ws] for uid, ws in writers.items()}
-    reached, overflowed = impl.deliver(users, frozenset((1, 2, 3, 99)), 2, b"{}")
-    assert reached == 4 and overflowed is None
+    reached, overflowed, behind = impl.deliver(users, frozenset((1, 2, 3, 99)), 2, b"{}")
+    assert reached == 4 and overflowed is None and behind is None
     assert writers[2][0].frames == [] and writers[2][1].frames == []
     written = [w.frames[0] for uid in (1, 3) for w in writers[uid]]
     assert written[0] == impl.build_frame(b"{}")
@@ -540,7 +544,7 @@ def test_deliver_either_iteration_order_reaches_the_same_sinks(impl: ModuleType,
                                                               ) -> None:
     writers = {uid: Writer() for uid in (1, 2, 3)}
     users = {uid: [impl.Sink(w, 10, 1 << 20)] for uid, w in writers.items()}
-    reached, _ = impl.deliver(users, frozenset(receivers), 3, b"{}")
+    reached, _, _ = impl.deliver(users, frozenset(receivers), 3, b"{}")
     expected = set(receivers) & {1, 2}
     assert reached == len(expected)
     assert {uid for uid, w in writers.items() if w.frames} == expected
@@ -555,20 +559,141 @@ def test_deliver_reports_overflowed_sinks(impl: ModuleType) -> None:
     also_full = impl.Sink(Writer(), 1, 1 << 20)
     also_full.pause()
     also_full.send(b"x")
-    reached, overflowed = impl.deliver({1: [full, fine], 2: [also_full]}, [1, 2], None, b"{}")
+    reached, overflowed, _ = impl.deliver({1: [full, fine], 2: [also_full]}, [1, 2], None,
+                                          b"{}")
     assert reached == 3
     assert overflowed is not None and len(overflowed) == 2
     assert overflowed[0] is full and overflowed[1] is also_full
     assert fine_writer.frames == [impl.build_frame(b"{}")]
-    reached, overflowed = impl.deliver({1: [full]}, [1], None, b"{}", True)
+    reached, overflowed, _ = impl.deliver({1: [full]}, [1], None, b"{}", True)
     assert overflowed is None  # droppable frames never overflow
     for sink in (full, also_full):
         sink.close()
 
 
 def test_deliver_to_nobody_builds_nothing(impl: ModuleType) -> None:
-    assert impl.deliver({}, [1, 2], None, b"{}") == (0, None)
-    assert impl.deliver({1: []}, [1], None, b"{}") == (0, None)
+    assert impl.deliver({}, [1, 2], None, b"{}") == (0, None, None)
+    assert impl.deliver({1: []}, [1], None, b"{}") == (0, None, None)
+
+
+# --- stream events: the offset of each user, once per sink, in order ------------------------
+
+EVENT = b'{"event":"new_message","data":{"id":7}}'
+
+
+def with_offset(payload: bytes, offset: int) -> bytes:
+    return payload[:-1] + b',"offset":%d}' % offset
+
+
+@pytest.mark.parametrize("offset", [0, 1, 9, 10, 99, 100, 123456789, 2**63 - 1])
+def test_build_frame_splices_the_offset(impl: ModuleType, offset: int) -> None:
+    assert impl.build_frame(EVENT, offset) == impl.build_frame(with_offset(EVENT, offset))
+
+
+def parse(frame: bytes) -> Any:
+    """Read one server frame with the websockets library's own parser; its text as JSON."""
+    reader = StreamReader()
+    reader.feed_data(frame)
+    parser = Frame.parse(reader.read_exact, mask=False)
+    try:
+        next(parser)
+    except StopIteration as done:
+        parsed: Frame = done.value
+        assert not reader.buffer  # nothing left over
+        assert parsed.opcode is Opcode.TEXT and parsed.fin
+        return json.loads(bytes(parsed.data))
+    raise AssertionError("the frame is incomplete")
+
+
+@pytest.mark.parametrize("padding", [100, 110, 111, 112, 65_510, 65_520])
+def test_an_independent_parser_reads_each_receivers_frame(impl: ModuleType,
+                                                         padding: int) -> None:
+    payload = b'{"event":"x","data":{"t":"%s"}}' % (b"a" * padding)
+    for offset in (1, 10, 100, 1000, 10_000, 100_000):
+        assert parse(impl.build_frame(payload, offset)) == {
+            "event": "x", "data": {"t": "a" * padding}, "offset": offset}
+
+
+def test_a_negative_or_too_large_offset_is_refused(impl: ModuleType) -> None:
+    with pytest.raises(OverflowError):
+        impl.build_frame(EVENT, 2**63)
+
+
+@pytest.mark.parametrize("size", [100, 110, 111, 112, 113, 114, 65510, 65520, 65525])
+def test_the_offset_can_push_a_frame_into_a_longer_header(impl: ModuleType, size: int) -> None:
+    payload = b'{"t":"' + b"x" * size + b'"}'
+    for offset in (1, 9, 10, 99, 100, 99999):
+        assert impl.build_frame(payload, offset) == impl.build_frame(with_offset(payload, offset))
+
+
+@pytest.mark.parametrize("payload", [b"{}", b"[1,2]", b'"x"', b""])
+def test_only_a_json_object_takes_an_offset(impl: ModuleType, payload: bytes) -> None:
+    with pytest.raises(ValueError):
+        impl.build_frame(payload, 1)
+    with pytest.raises(ValueError):
+        impl.deliver({1: [impl.Sink(Writer(), 1, 1)]}, [1], None, payload, False, {1: 1})
+
+
+def test_offsets_are_framed_once_per_user(impl: ModuleType) -> None:
+    writers = {uid: [Writer(), Writer()] for uid in (1, 2, 3)}
+    users = {uid: [impl.Sink(w, 10, 1 << 20) for w in ws] for uid, ws in writers.items()}
+    assert impl.deliver(users, [1, 2, 3], None, EVENT, False, {1: 5, 2: 9}) == (6, None, None)
+    one, two, three = ([w.frames[0] for w in writers[uid]] for uid in (1, 2, 3))
+    assert one[0] is one[1] and one[0] == impl.build_frame(EVENT, 5)
+    assert two[0] is two[1] and two[0] == impl.build_frame(EVENT, 9)
+    assert three[0] == impl.build_frame(EVENT)  # no stream: the plain frame
+    assert [users[1][0].stream_last, users[2][0].stream_last] == [-1, -1]  # not tracked
+
+
+def test_a_tracked_sink_is_written_each_offset_once_and_in_order(impl: ModuleType) -> None:
+    writer = Writer()
+    sink = impl.Sink(writer, 10, 1 << 20)
+    sink.stream_last = 4
+    users = {1: [sink]}
+    for offset in (5, 5, 3, 6):
+        assert impl.deliver(users, [1], None, EVENT, False, {1: offset})[2] is None
+    assert writer.frames == [impl.build_frame(EVENT, 5), impl.build_frame(EVENT, 6)]
+    reached, _, behind = impl.deliver(users, [1], None, EVENT, False, {1: 9})
+    assert reached == 0 and behind == [sink]  # 7 and 8 are missing: it catches up
+    assert sink.catching_up and sink.seen == 9 and sink.stream_last == 6
+    assert len(writer.frames) == 2
+
+
+def test_a_sink_catching_up_is_written_no_broadcast(impl: ModuleType) -> None:
+    writer = Writer()
+    sink = impl.Sink(writer, 10, 1 << 20)
+    sink.catching_up = True
+    assert impl.deliver({1: [sink]}, [1], None, EVENT, False, {1: 3}) == (0, None, None)
+    assert impl.deliver({1: [sink]}, [1], None, EVENT, False, {1: 2}) == (0, None, None)
+    assert impl.deliver({1: [sink]}, [1], None, b'{"event":"user_typing"}', True) \
+        == (0, None, None)
+    assert writer.frames == [] and sink.seen == 3
+    sink.send(b"direct")  # what is sent to the connection itself still goes
+    assert writer.frames == [b"direct"]
+
+
+def test_write_now_goes_after_collected_frames_and_past_the_queue(impl: ModuleType) -> None:
+    sink, writer, scheduler = coalescing_sink(impl, capacity=1)
+    sink.send(b"greeting")
+    sink.write_now(b"replayed")
+    assert writer.frames == [b"greeting", b"replayed"]
+    assert sink.queued_bytes == 0
+    scheduler.run()
+    sink.close()
+    sink.write_now(b"late")
+    assert writer.frames == [b"greeting", b"replayed"]
+
+
+def test_on_resume_runs_once_the_queue_is_written_and_when_the_sink_closes(
+        impl: ModuleType) -> None:
+    calls: list[tuple[bool, bool]] = []
+    sink, writer = paused_sink(impl)
+    sink.on_resume = lambda: calls.append((sink.paused, sink.closed))
+    sink.send(b"queued")
+    sink.resume()
+    assert writer.frames == [b"queued"] and calls == [(False, False)]
+    sink.close()
+    assert calls == [(False, False), (False, True)] and sink.on_resume is None
 
 
 # --- the twins agree -----------------------------------------------------------------------
@@ -618,13 +743,58 @@ def _public(obj: object) -> set[str]:
 def test_the_twins_have_one_interface() -> None:
     pure, fast = _load("_pure"), _load("_fast")
     assert set(pure.__all__) <= _public(fast)
-    for name in ("Flusher", "Sink"):
+    for name in ("Flusher", "Kept", "Sink", "StreamLog"):
         assert _public(getattr(pure, name)) == _public(getattr(fast, name)), name
 
 
 @pytest.mark.parametrize("seed", range(40))
 def test_the_twins_behave_alike(seed: int) -> None:
     assert _drive(_load("_pure"), seed) == _drive(_load("_fast"), seed)
+
+
+def _drive_streams(impl: ModuleType, seed: int) -> list[object]:
+    """Random stream deliveries to four users of two sinks each: offsets in order, repeated,
+    skipped, absent; sinks catching up, going live, paused, untracked. Returns everything
+    observable."""
+    rng = random.Random(seed)
+    writers = [Writer() for _ in range(8)]
+    sinks = [impl.Sink(w, 4, 400) for w in writers]
+    users = {uid: sinks[2 * uid:2 * uid + 2] for uid in range(4)}
+    latest = dict.fromkeys(users, 0)
+    seen: list[object] = []
+    for _ in range(200):
+        action = rng.random()
+        sink = rng.choice(sinks)
+        if action < 0.6:
+            offsets = {}
+            for uid in users:
+                if rng.random() < 0.8:
+                    latest[uid] += rng.choice((1, 1, 1, 0, 2))
+                    offsets[uid] = max(1, latest[uid] - rng.choice((0, 0, 0, 1)))
+            receivers = rng.sample(sorted(users), rng.randint(0, 4))
+            reached, overflowed, behind = impl.deliver(
+                users, receivers, rng.choice((None, 0, 3)), b'{"n":%d}' % rng.randint(0, 99),
+                rng.random() < 0.2, offsets if rng.random() < 0.8 else None)
+            seen.append((reached, [sinks.index(x) for x in overflowed or ()],
+                         [sinks.index(x) for x in behind or ()]))
+        elif action < 0.7:
+            sink.catching_up = not sink.catching_up
+        elif action < 0.8:
+            sink.stream_last = rng.choice((-1, sink.stream_last, sink.seen))
+        elif action < 0.9:
+            sink.pause()
+        else:
+            sink.resume()
+        seen.append([(x.stream_last, x.seen, x.catching_up, x.queued_bytes) for x in sinks])
+    seen.extend(w.frames for w in writers)
+    for sink in sinks:
+        sink.close()
+    return seen
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_twins_deliver_stream_events_alike(seed: int) -> None:
+    assert _drive_streams(_load("_pure"), seed) == _drive_streams(_load("_fast"), seed)
 
 
 # --- which implementation runs -------------------------------------------------------------

@@ -1,10 +1,10 @@
-"""Per-user streams: offsets, resuming, what is kept and for how long, the memory a kept event
-costs per receiver, and the frames that carry each receiver's offset."""
+"""Per-user streams: offsets, resuming, what is kept and for how long, and the memory a kept
+event costs per receiver (over the compiled streams, or their pure-Python twin under
+``GOGATE_NO_EXTENSIONS=1``)."""
 
 from __future__ import annotations
 
 import gc
-import json
 import random
 import time
 import tracemalloc
@@ -12,10 +12,8 @@ from itertools import count
 from typing import Any
 
 import pytest
-from websockets.frames import Frame, Opcode
-from websockets.streams import StreamReader
 
-from gogate.streams import OffsetFrames, StreamStore, frame_header, frame_with_offset
+from gogate.streams import StreamStore
 
 TTL = 300.0
 SIZE = 1000
@@ -320,66 +318,3 @@ def test_a_receiver_costs_at_most_64_bytes_per_kept_event() -> None:
         tracemalloc.stop()
     slots = 2000 * 200
     assert used / slots <= 64, f"{used / slots:.1f} bytes per receiver slot"
-
-
-# --- frames -----------------------------------------------------------------------------------
-
-
-def parse(frame: bytes) -> Any:
-    """Read one server frame with the websockets library's own parser; its text as JSON."""
-    reader = StreamReader()
-    reader.feed_data(frame)
-    parser = Frame.parse(reader.read_exact, mask=False)
-    try:
-        next(parser)
-    except StopIteration as done:
-        parsed: Frame = done.value
-        assert not reader.buffer  # nothing left over
-        assert parsed.opcode is Opcode.TEXT and parsed.fin
-        return json.loads(bytes(parsed.data))
-    raise AssertionError("the frame is incomplete")
-
-
-@pytest.mark.parametrize("offset", [0, 1, 9, 10, 99, 12345, 2**63 - 1])
-def test_a_frame_carries_the_event_and_its_offset(offset: int) -> None:
-    payload = event(42)
-    frame = OffsetFrames(payload).frame(offset)
-    assert parse(frame) == {**json.loads(payload), "offset": offset}
-    assert frame == frame_with_offset(payload, offset)
-
-
-@pytest.mark.parametrize("padding", [100, 110, 111, 112, 65_510, 65_520])
-def test_the_header_follows_the_length_of_each_receivers_frame(padding: int) -> None:
-    """Frames of one event whose digit counts put them on both sides of a header size."""
-    payload = b'{"event":"x","data":{"t":"%s"}}' % (b"a" * padding)
-    frames = OffsetFrames(payload)
-    for offset in (1, 10, 100, 1000, 10_000, 100_000):
-        assert parse(frames.frame(offset)) == {"event": "x", "data": {"t": "a" * padding},
-                                               "offset": offset}
-
-
-def test_frames_of_one_event_share_their_header_and_body() -> None:
-    frames = OffsetFrames(event(1))
-    first, second = frames.frame(11), frames.frame(12)
-    assert first[:-3] == second[:-3] and first[-3:] == b"11}" and second[-3:] == b"12}"
-
-
-def test_frame_header_sizes() -> None:
-    assert frame_header(125) == b"\x81\x7d"
-    assert frame_header(126) == b"\x81\x7e\x00\x7e"
-    assert frame_header(65_536) == b"\x81\x7f" + (65_536).to_bytes(8, "big")
-
-
-@pytest.mark.parametrize("payload", [b"", b"{}", b"[1,2]", b'"text"', b'{"event":"x"'])
-def test_only_a_non_empty_json_object_takes_an_offset(payload: bytes) -> None:
-    with pytest.raises(ValueError):
-        OffsetFrames(payload)
-    with pytest.raises(ValueError):
-        frame_with_offset(payload, 1)
-
-
-def test_an_offset_is_a_non_negative_integer() -> None:
-    with pytest.raises(ValueError):
-        OffsetFrames(event(1)).frame(-1)
-    with pytest.raises(ValueError):
-        OffsetFrames(event(1)).frame(10**20)
