@@ -14,6 +14,9 @@ backend, and measures:
 ``storm``    N connected are dropped at once and all reconnect: time until all are back,
              validate calls, and the delivery p99 of connections that stayed open, during the
              storm against before it (``bench.storms``).
+``resume``   N connected in chats are dropped at once, their chats go on, and all resume
+             with ``since``: time until every client has caught up, events replayed, and
+             backend calls (``bench.resume``; gogate only: no baseline runs it).
 ``typing``   a typing storm (T typists x K events in one second in one chat): member-list
              calls at the backend and user_typing deliveries per receiver.
 
@@ -80,6 +83,8 @@ from bench.harness import (
     print_table,
 )
 from bench.procs import StartupError, raise_fd_limit, start_backend
+from bench.resume import RESUME_VARIANTS
+from bench.resume import resume as resume_scenario
 from bench.storms import CONNECT_VARIANTS, STORM_VARIANTS, Variant
 from bench.storms import connect as connect_scenario
 from bench.storms import storm as storm_scenario
@@ -249,6 +254,8 @@ class Scenario:
     run: ScenarioRun
     systems: list[str]  # run by default, besides the baselines
     variants: dict[str, Variant] | None = None
+    #: False: the baselines are skipped (they lack what the scenario measures).
+    baselines: bool = True
 
 
 SCENARIOS = {
@@ -256,6 +263,7 @@ SCENARIOS = {
     "idle": Scenario(idle, ["gogate", "gogate-pure", "picows-hub", "picows-hub-uv"]),
     "connect": Scenario(connect_scenario, ["gogate"], CONNECT_VARIANTS),
     "storm": Scenario(storm_scenario, ["gogate"], STORM_VARIANTS),
+    "resume": Scenario(resume_scenario, ["gogate"], RESUME_VARIANTS, baselines=False),
     "typing": Scenario(typing, ["gogate"]),
 }
 
@@ -271,6 +279,10 @@ def _title(name: str, args: argparse.Namespace) -> str:
         "storm": f"storm: {args.connections:,} dropped at once and reconnecting, "
                  f"{args.storm_concurrency} at a time; {args.open} open connections receive "
                  f"{args.storm_rate:g} messages/s",
+        "resume": f"resume: {args.resume_chats * args.resume_members:,} clients in "
+                  f"{args.resume_chats} chats x {args.resume_members} members dropped at once; "
+                  f"{args.resume_messages} messages per chat sent meanwhile; all resume with "
+                  f"since, {args.storm_concurrency} at a time",
         "typing": f"typing storm: {args.typists} typists x {args.events} events in 1 s, "
                   f"{args.members} receivers",
     }[name]
@@ -315,7 +327,8 @@ class Run:
         scenario = SCENARIOS[name]
         chosen = [s for s in scenario.systems if s in args.systems] if args.systems \
             else list(scenario.systems)
-        chosen += list(self.baselines)
+        if scenario.baselines:
+            chosen += list(self.baselines)
         variants = scenario.variants or {"": Variant("", {})}
         for key in args.variants or list(variants):
             if key not in variants:
@@ -331,6 +344,9 @@ class Run:
                 continue
             rows, notes = await self._measure(scenario, key, chosen,
                                               {**self.gateway_env, **env})
+            if self.baselines and not scenario.baselines:
+                notes.append(f"baselines not run ({', '.join(self.baselines)}): this scenario "
+                             "measures resumable streams, which they do not have")
             if "JWT_PUBLIC_KEY" in env:
                 notes += [f"{row.system} made {row.values[_VALIDATES]:.2f} validate calls per "
                           "connection: it verified tokens through the backend, not locally"
@@ -423,8 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="another gateway command to measure in the same run "
                              "(repeatable; see the module docstring)")
     parser.add_argument("--variants", nargs="*", default=None,
-                        help="connect: backend, jwt, warm; storm: backend, jwt, rate "
-                             "(default: all)")
+                        help="connect: backend, jwt, warm; storm: backend, jwt, rate; "
+                             "resume: backend, jwt (default: all)")
     parser.add_argument("--members", type=int, default=1000)
     parser.add_argument("--senders", type=int, default=16)
     parser.add_argument("--window", type=int, default=4, help="messages in flight per sender")
@@ -446,6 +462,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="storm: seconds of delivery latency measured before the drop")
     parser.add_argument("--connect-rate", type=float, default=1000.0,
                         help="storm, variant rate: MAX_CONNECT_RATE of the gateway")
+    parser.add_argument("--resume-chats", type=int, default=100,
+                        help="resume: chats of dropped clients")
+    parser.add_argument("--resume-members", type=int, default=100,
+                        help="resume: dropped clients per chat (plus one sender)")
+    parser.add_argument("--resume-messages", type=int, default=50,
+                        help="resume: messages sent to each chat while its members are away")
     parser.add_argument("--typists", type=int, default=100)
     parser.add_argument("--events", type=int, default=20, help="typing events per typist")
     parser.add_argument("--send-queue", type=int, default=4096,
@@ -476,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         args.connections, args.concurrency = 200, 50
         args.open, args.storm_concurrency, args.before, args.storm_timeout = 20, 100, 0.5, 20.0
         args.typists, args.events = 10, 5
+        args.resume_chats, args.resume_members, args.resume_messages = 4, 50, 5
     return uvloop.run(run(args))
 
 
