@@ -11,14 +11,6 @@ import {
   Browser, CAROL, DAVE, GENERAL, Gateway, JANE, JOHN, PageServer, Relay, TabClient, sleep,
 } from "./harness.js";
 
-// Tests of gateway features that are not served yet; remove the reason once they are.
-/** Resuming needs `stream` in `auth_success` and `since` in `auth`. */
-const RESUME_PENDING: string | false =
-  "the gateway does not offer a stream for resuming (offsets, auth.since) yet";
-/** Revoking needs POST /api/internal/v1/users/{id}/disconnect on the internal port. */
-const REVOKE_PENDING: string | false =
-  "the gateway's internal API does not serve users/{id}/disconnect yet";
-
 /** Fast reconnects, so the tests do not wait out production backoff. */
 const QUICK_RECONNECT = { reconnect: { initialDelay: 100, maxDelay: 500 } };
 
@@ -160,7 +152,7 @@ describe("with one gateway", () => {
     await carol.page.close();
   });
 
-  test("a revoked user is not reconnected", { skip: REVOKE_PENDING }, async () => {
+  test("a revoked user is not reconnected", async () => {
     const jane = await tab(gateway, "jane");
     await jane.start({ url: gateway.wsUrl, userId: JANE, token: await gateway.mintToken(JANE),
                       options: QUICK_RECONNECT });
@@ -216,7 +208,7 @@ test("after a gateway restart the client reconnects by itself and sends what was
 });
 
 test("after a network cut the client resumes its stream: every missed message, once, in order",
-     { skip: RESUME_PENDING }, async () => {
+     async () => {
   const gateway = await Gateway.start();
   const relay = await Relay.start(gateway.port);
   try {

@@ -499,13 +499,18 @@ var GogateClient = class extends Emitter {
     }
     if (this.currentState === "closed") return;
     if (code === CloseCode.REVOKED) {
-      this.stop(new GogateError(ClientErrorCode.CLOSED, `revoked: ${reason}`), code, reason);
+      this.stop(new GogateError(ClientErrorCode.CLOSED, `revoked: ${reason}`), code, reason, true);
       return;
     }
     const options = this.reconnectOptions;
     const maxAttempts = options?.maxAttempts ?? Infinity;
     if (options === null || this.attempt >= maxAttempts) {
-      this.stop(new GogateError(ClientErrorCode.CLOSED, `connection closed (${code})`), code, reason);
+      this.stop(
+        new GogateError(ClientErrorCode.CLOSED, `connection closed (${code})`),
+        code,
+        reason,
+        true
+      );
       return;
     }
     const delay = backoffDelay(this.attempt, options);
@@ -514,10 +519,13 @@ var GogateClient = class extends Emitter {
     this.fire("disconnected", { code, reason, willRetry: true, delay });
     this.reconnectTimer = setTimeout(() => this.open(), delay);
   }
-  /** Ends the client: no socket, no reconnect, every wait rejected with `error`. */
-  stop(error, code, reason) {
+  /**
+   * Ends the client: no socket, no reconnect, every wait rejected with `error`. `dropped`: the
+   * gateway or the network just closed the socket (so `disconnected` is still to be told).
+   */
+  stop(error, code, reason, dropped = false) {
     if (this.currentState === "closed") return;
-    const wasOpen = this.socket !== null || this.currentState === "waiting";
+    const wasOpen = dropped || this.socket !== null || this.currentState === "waiting";
     this.currentState = "closed";
     this.stoppedBy = error;
     if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer);
