@@ -1,5 +1,5 @@
 """The gateway's pure rules: how often a client may send, how often a typing state is passed on,
-which chat a relayed message belongs to, and when a token expires.
+and which chat a relayed message belongs to.
 
 Nothing here does I/O or knows a connection; each rule takes the time it needs as an argument or
 from a clock it was given, so that it can be tested by moving the clock by hand.
@@ -7,14 +7,11 @@ from a clock it was given, so that it can be tested by moving the clock by hand.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import time
 from collections.abc import Callable
 from typing import Final
 
-__all__ = ["RateLimit", "RecentMessages", "TypingGate", "token_expiry"]
+__all__ = ["RateLimit", "RecentMessages", "TypingGate"]
 
 TYPING_REPEAT: Final = 1.0  # seconds between broadcasts of the same typing state
 
@@ -88,18 +85,3 @@ class TypingGate:
         for key in [k for k, (_, at) in self._last.items() if at < horizon]:
             del self._last[key]
 
-
-def token_expiry(token: str) -> float | None:
-    """The ``exp`` claim of a JWT, read without verifying it (the backend verifies), or None."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        padded = parts[1] + "=" * (-len(parts[1]) % 4)
-        claims = json.loads(base64.urlsafe_b64decode(padded))
-    except (binascii.Error, ValueError):
-        return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
-    if isinstance(exp, (int, float)) and not isinstance(exp, bool):
-        return float(exp)
-    return None

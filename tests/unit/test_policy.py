@@ -1,13 +1,8 @@
-"""The pure rules: the rate limit, the typing gate, token expiry and the relayed message index."""
+"""The pure rules: the rate limit, the typing gate and the relayed message index."""
 
 from __future__ import annotations
 
-import base64
-import json
-
-import pytest
-
-from gogate.policy import RateLimit, RecentMessages, TypingGate, token_expiry
+from gogate.policy import RateLimit, RecentMessages, TypingGate
 
 
 class Clock:
@@ -92,46 +87,6 @@ def test_typing_gate_prune_keeps_behaviour() -> None:
     clock.now += 2
     gate.prune()
     assert gate.allow(1, 10, True)
-
-
-# --- token_expiry --------------------------------------------------------------------------
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def jwt(claims: object) -> str:
-    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    return f"{header}.{_b64(json.dumps(claims).encode())}.{_b64(b'signature')}"
-
-
-@pytest.mark.parametrize(("claims", "expected"), [
-    ({"sub": "1", "exp": 1893456000}, 1893456000.0),
-    ({"sub": "1", "exp": 1893456000.5}, 1893456000.5),
-    ({"sub": "12345", "name": "padding needed?"}, None),
-    ({"exp": "1893456000"}, None),
-    ({"exp": True}, None),
-    ({"exp": None}, None),
-    ([1, 2, 3], None),
-    ("just a string", None),
-])
-def test_token_expiry(claims: object, expected: float | None) -> None:
-    assert token_expiry(jwt(claims)) == expected
-
-
-@pytest.mark.parametrize("token", [
-    "", "opaque-token", "a.b", "a.b.c.d", "a.!!!!.c", "a..c",
-    f"x.{_b64(b'not json')}.y", f"x.{_b64(b'{')}.y", f"x.{_b64(bytes([0xff, 0xfe]))}.y",
-])
-def test_token_expiry_garbage(token: str) -> None:
-    assert token_expiry(token) is None
-
-
-def test_token_expiry_of_padding_lengths() -> None:
-    for extra in range(4):  # every base64 padding remainder
-        claims = {"exp": 2000000000, "pad": "x" * extra}
-        assert token_expiry(jwt(claims)) == 2000000000.0
 
 
 # --- RecentMessages ------------------------------------------------------------------------
