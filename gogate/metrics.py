@@ -7,6 +7,7 @@ at scrape time from the live structures, so the hot path pays nothing for them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from typing import Final
 
@@ -44,57 +45,50 @@ class Metrics:
         describe_process(r)
         self.lifecycle = Lifecycle()  # plain integers on the connection path, read at scrape
         r.register(_LifecycleCollector(self.lifecycle))
-        self.connections = Gauge("gogate_connections", "Open WebSocket connections.", registry=r)
-        self.authenticated = Gauge("gogate_authenticated_connections",
-                                   "Authenticated WebSocket connections.", registry=r)
-        self.users = Gauge("gogate_users", "Distinct users with a connection.", registry=r)
-        self.events_in = Counter("gogate_events_in", "Client events received, by event.",
-                                 ["event"], registry=r)
-        self.events_out = Counter("gogate_events_out",
-                                  "Server events written to connections, by event.",
-                                  ["event"], registry=r)
-        self.client_errors = Counter("gogate_client_errors", "Error events sent, by code.",
-                                     ["code"], registry=r)
-        self.closes = Counter("gogate_closes", "Connections closed by the gateway, by reason.",
-                              ["reason"], registry=r)
-        self.slow_consumers = Counter("gogate_slow_consumer_closes",
-                                      "Connections closed as slow consumers.", registry=r)
-        self.backend_calls = Counter("gogate_backend_calls",
-                                     "Backend calls by endpoint and outcome (status, timeout, "
-                                     "unreachable).", ["endpoint", "outcome"], registry=r)
-        self.backend_errors = Counter("gogate_backend_errors",
-                                      "Backend calls that failed (5xx, timeout, unreachable).",
-                                      ["endpoint"], registry=r)
+        gauge, counter = partial(Gauge, registry=r), partial(Counter, registry=r)
+        self.connections = gauge("gogate_connections", "Open WebSocket connections.")
+        self.authenticated = gauge("gogate_authenticated_connections",
+                                   "Authenticated WebSocket connections.")
+        self.users = gauge("gogate_users", "Distinct users with a connection.")
+        self.events_in = counter("gogate_events_in", "Client events received, by event.",
+                                 ["event"])
+        self.events_out = counter("gogate_events_out",
+                                  "Server events written to connections, by event.", ["event"])
+        self.client_errors = counter("gogate_client_errors", "Error events sent, by code.",
+                                     ["code"])
+        self.closes = counter("gogate_closes", "Connections closed by the gateway, by reason.",
+                              ["reason"])
+        self.slow_consumers = counter("gogate_slow_consumer_closes",
+                                      "Connections closed as slow consumers.")
+        self.backend_calls = counter("gogate_backend_calls", "Backend calls by endpoint and "
+                                     "outcome (status, timeout, unreachable).",
+                                     ["endpoint", "outcome"])
+        self.backend_errors = counter("gogate_backend_errors", "Backend calls that failed (5xx, "
+                                      "timeout, unreachable).", ["endpoint"])
         self.backend_latency = Histogram("gogate_backend_call_seconds",
                                          "Backend call latency by endpoint.", ["endpoint"],
                                          buckets=_LATENCY_BUCKETS, registry=r)
-        self.member_fetches = Counter("gogate_member_list_fetches",
-                                      "Member lists fetched from the backend.", registry=r)
-        self.broker_messages = Counter("gogate_broker_messages",
+        self.member_fetches = counter("gogate_member_list_fetches",
+                                      "Member lists fetched from the backend.")
+        self.broker_messages = counter("gogate_broker_messages",
                                        "Events passed through the broker, by direction.",
-                                       ["direction"], registry=r)
-        self.undelivered = Counter("gogate_undelivered_messages",
-                                   "Accepted messages whose member list could not be fetched.",
-                                   registry=r)
-        self.resumes = Counter("gogate_stream_resumes",
-                               "auth events with since on a new connection, by outcome: "
-                               "recovered or not_recovered.", ["outcome"], registry=r)
-        self.replayed = Counter("gogate_stream_replayed_events",
-                                "Stream events written to connections catching up (replays).",
-                                registry=r)
-        self.auth_cache = Counter("gogate_auth_cache",
-                                  "Tokens looked up in the validation cache: hit (no backend "
-                                  "call) or miss (a backend validation).", ["result"], registry=r)
-        self.auth_local = Counter("gogate_auth_local_verifications",
-                                  "Tokens verified locally (JWT_PUBLIC_KEY / JWT_SECRET), by "
-                                  "outcome: accepted or the refusal's reason.", ["outcome"],
-                                  registry=r)
-        self.auth_refusals = Counter("gogate_auth_refusals",
-                                     "auth events refused, by reason (backend: the backend "
-                                     "refused the token).", ["reason"], registry=r)
-        self.revocations = Counter("gogate_auth_revocations",
-                                   "Users revoked by the backend (users/{id}/disconnect) as "
-                                   "this worker learned of them.", registry=r)
+                                       ["direction"])
+        self.undelivered = counter("gogate_undelivered_messages",
+                                   "Accepted messages whose member list could not be fetched.")
+        self.resumes = counter("gogate_stream_resumes", "auth events with since on a new "
+                               "connection, by outcome: recovered or not_recovered.", ["outcome"])
+        self.replayed = counter("gogate_stream_replayed_events",
+                                "Stream events written to connections catching up (replays).")
+        self.auth_cache = counter("gogate_auth_cache", "Tokens looked up in the validation "
+                                  "cache: hit (no backend call) or miss (a backend validation).",
+                                  ["result"])
+        self.auth_local = counter("gogate_auth_local_verifications", "Tokens verified locally "
+                                  "(JWT_PUBLIC_KEY / JWT_SECRET), by outcome: accepted or the "
+                                  "refusal's reason.", ["outcome"])
+        self.auth_refusals = counter("gogate_auth_refusals", "auth events refused, by reason "
+                                     "(backend: the backend refused the token).", ["reason"])
+        self.revocations = counter("gogate_auth_revocations", "Users revoked by the backend "
+                                   "(users/{id}/disconnect) as this worker learned of them.")
         self._auth_local: dict[str, Counter] = {}
         self._events_out: dict[str, Counter] = {}
         self._events_in: dict[str, Counter] = {}

@@ -80,7 +80,7 @@ async def make_gateway(backend: DevBackend) -> AsyncIterator[MakeGateway]:
     started: list[Gateway] = []
 
     async def make(**overrides: Any) -> Gateway:
-        gateway = Gateway(gateway_settings(backend.url, **overrides), LocalBroker())
+        gateway = Gateway(gateway_settings(base_url(backend), **overrides), LocalBroker())
         await gateway.start()
         started.append(gateway)
         return gateway
@@ -143,7 +143,8 @@ class Client:
 
     async def auth(self, token: str, ref: Any = None) -> dict[str, Any]:
         await self.send("auth", {"token": token}, ref)
-        return (await self.expect("auth_success"))["data"]
+        data: dict[str, Any] = (await self.expect("auth_success"))["data"]
+        return data
 
     async def closed(self, timeout: float = 5.0) -> int | None:
         """Wait for the server to close; returns the close code it sent."""
@@ -196,12 +197,19 @@ class client_factory:
             await client.close()
 
 
+def base_url(backend: DevBackend) -> str:
+    """The base URL of a started development backend."""
+    assert backend.url is not None, "the development backend is not started"
+    return backend.url
+
+
 async def http_get(url: str, **kwargs: Any) -> tuple[int, bytes, dict[str, str]]:
     async with aiohttp.ClientSession() as session, session.get(url, **kwargs) as response:
         return response.status, await response.read(), dict(response.headers)
 
 
 async def metrics_text(gateway: Gateway) -> str:
+    assert gateway.internal is not None, "a worker of a supervisor serves no /metrics itself"
     status, body, _ = await http_get(f"http://127.0.0.1:{gateway.internal.port}/metrics")
     assert status == 200
     return body.decode()
@@ -227,7 +235,7 @@ async def backend_calls(backend: DevBackend) -> dict[str, int]:
 async def backend_post(backend: DevBackend, path: str, body: Any, method: str = "POST"
                        ) -> Any:
     async with aiohttp.ClientSession() as session, session.request(
-            method, backend.url + path, json=body) as response:
+            method, base_url(backend) + path, json=body) as response:
         assert response.status < 300, (response.status, await response.text())
         return await response.json() if response.status != 204 else None
 
@@ -239,7 +247,7 @@ async def set_fault(backend: DevBackend, **fault: Any) -> None:
 
 async def clear_fault(backend: DevBackend) -> None:
     async with aiohttp.ClientSession() as session, session.delete(
-            backend.url + "/api/dev/faults") as response:
+            base_url(backend) + "/api/dev/faults") as response:
         assert response.status == 204
 
 

@@ -61,6 +61,10 @@ _JSON: Final = (("Content-Type", "application/json"), *_COMMON)
 _API: Final = re.compile(rb"/demo/api/users(?:/(\d{1,9})(?:/(token|chats)"
                          rb"(?:/(\d{1,9})/(messages))?)?)?")
 _NAME: Final = "u.first_name || ' ' || u.last_name"
+# What the page lists under each message: its key, the table, the columns beside the user's id
+# and name, and the order within the list.
+_UNDER_MESSAGES: Final = (("reactions", "reactions", ", r.emoji", "r.rowid"),
+                          ("read_by", "message_reads", "", "r.read_at"))
 
 
 def _json(status: int, body: object) -> Page:
@@ -184,18 +188,12 @@ class DemoPages:
                                 "reactions": [], "read_by": []}
                     for row in reversed(rows)}
         ids = json.dumps(list(messages))
-        for row in self._rows(
-                f"SELECT r.message_id, r.user_id, r.emoji, {_NAME} AS name FROM reactions r"
-                " JOIN users u ON u.id = r.user_id"
-                " WHERE r.message_id IN (SELECT value FROM json_each(?)) ORDER BY r.rowid",
-                (ids,)):
-            messages[row["message_id"]]["reactions"].append(
-                {"user_id": row["user_id"], "name": row["name"], "emoji": row["emoji"]})
-        for row in self._rows(
-                f"SELECT r.message_id, r.user_id, {_NAME} AS name FROM message_reads r"
-                " JOIN users u ON u.id = r.user_id"
-                " WHERE r.message_id IN (SELECT value FROM json_each(?)) ORDER BY r.read_at",
-                (ids,)):
-            messages[row["message_id"]]["read_by"].append(
-                {"user_id": row["user_id"], "name": row["name"]})
+        for key, table, columns, order in _UNDER_MESSAGES:
+            for row in self._rows(
+                    f"SELECT r.message_id, r.user_id, {_NAME} AS name{columns} FROM {table} r"
+                    " JOIN users u ON u.id = r.user_id"
+                    f" WHERE r.message_id IN (SELECT value FROM json_each(?)) ORDER BY {order}",
+                    (ids,)):
+                entry = dict(row)
+                messages[entry.pop("message_id")][key].append(entry)
         return list(messages.values())
