@@ -10,6 +10,7 @@ through the broker, encoded once.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 
 import msgspec
 
@@ -87,12 +88,20 @@ async def send_message(ctx: Context, user: User, token: str, event: SendMessage
         hub_log.error("accepted message could not be delivered: member list unavailable",
                       extra={"chat_id": sent.chat_id, "message_id": sent.id,
                              "user_id": user.id})
-        ctx.broker.publish((user.id,), "new_message", payload, None, False)
+        await _publish(ctx, (user.id,), "new_message", payload)
         raise BackendUnavailable(
             f"Message {sent.id} was saved but could not be delivered to the chat: "
             "member list unavailable") from None
-    ctx.broker.publish(members, "new_message", payload, None, False)
+    await _publish(ctx, members, "new_message", payload)
     return _ack(event.ref, sent.id)
+
+
+async def _publish(ctx: Context, user_ids: Collection[int], event: str, payload: bytes) -> None:
+    """Publish a stream event and wait until this worker has delivered it, so that the ack
+    written next follows it on the sender's connections."""
+    delivered = ctx.broker.publish(user_ids, event, payload, None, False)
+    if delivered is not None:
+        await delivered
 
 
 async def typing(ctx: Context, user: User, token: str, event: Typing) -> bytes | None:
@@ -155,7 +164,7 @@ async def add_reaction(ctx: Context, user: User, token: str, event: AddReaction
     audience = await _members_after_write(ctx, user, chat_id, members)
     payload = encode("new_reaction", NewReactionData(data.message_id, user.id, user.name,
                                                      data.emoji, chat_id))
-    ctx.broker.publish(audience, "new_reaction", payload, None, False)
+    await _publish(ctx, audience, "new_reaction", payload)
     return _ack(event.ref)
 
 
@@ -166,5 +175,5 @@ async def mark_read(ctx: Context, user: User, token: str, event: MarkRead) -> by
     audience = await _members_after_write(ctx, user, chat_id, members)
     payload = encode("message_read", MessageReadData(data.message_ids, user.id, user.name,
                                                      chat_id))
-    ctx.broker.publish(audience, "message_read", payload, None, False)
+    await _publish(ctx, audience, "message_read", payload)
     return _ack(event.ref)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Final, NamedTuple, Protocol
 
 from gogate.errors import Close
@@ -101,11 +101,15 @@ class Broker(Protocol):
     async def stop(self) -> None: ...
 
     def publish(self, user_ids: Collection[int], event: str, payload: bytes,
-                exclude_user: int | None, droppable: bool) -> None:
+                exclude_user: int | None, droppable: bool) -> Awaitable[None] | None:
         """Bring ``payload`` (one encoded event) to every connection of ``user_ids``, except
         those of ``exclude_user``, on every worker. Never waits. An event that is not
         ``droppable`` is a stream event: with recovery on, it is kept in the stream of every
-        receiver that has one, and delivered with that receiver's offset."""
+        receiver that has one, and delivered with that receiver's offset.
+
+        None when this worker has delivered the event already; else an awaitable done once it
+        has (or gave up), so that an answer written after awaiting it follows the event on
+        every connection of this worker."""
 
     async def acquire(self, user_id: int, limit: int,
                       since: StreamPosition | None = None) -> Grant | None:
