@@ -5,6 +5,9 @@ A frame is a 4-byte big-endian length followed by one msgpack-encoded message (a
 array). Workers tell the supervisor which users they hold (``Acquire`` / ``Release``) and hand
 it the events whose receivers may sit elsewhere (``Publish``); the supervisor forwards each
 event only to the workers holding one of its receivers, so every connection receives it once.
+With recovery on, the supervisor is also the host's stream authority: it numbers each stream
+event (``Publish.offsets``), answers where a user's stream stands with the slot (``Granted``),
+serves catch-ups (``Replay``) and announces replaced streams (``StreamReset``).
 The worker's end is :mod:`gogate.cluster.link`, the supervisor's :mod:`gogate.cluster.host`.
 """
 
@@ -21,6 +24,7 @@ __all__ = [
     "Acquire",
     "BusProtocol",
     "CloseNow",
+    "Delivered",
     "Drained",
     "Granted",
     "Hello",
@@ -31,6 +35,12 @@ __all__ = [
     "Publish",
     "PublishChat",
     "Release",
+    "Replay",
+    "Replayed",
+    "Revocations",
+    "Revoke",
+    "Revoked",
+    "StreamReset",
     "decode",
     "encode",
 ]
@@ -47,18 +57,52 @@ class Hello(msgspec.Struct, tag="hello", array_like=True):
 
 
 class Acquire(msgspec.Struct, tag="acq", array_like=True):
-    """A worker asks to hold one more connection of ``user_id`` (``limit`` 0 = unlimited)."""
+    """A worker asks to hold one more connection of ``user_id`` (``limit`` 0 = unlimited),
+    and for the events of the user's stream after ``since`` (epoch, offset) when given."""
 
     request: int
     user_id: int
     limit: int
+    since: tuple[str, int] | None = None
 
 
 class Granted(msgspec.Struct, tag="grant", array_like=True):
-    """The supervisor's answer to the worker's ``Acquire`` numbered ``request``."""
+    """The supervisor's answer to the worker's ``Acquire`` numbered ``request``: the slot,
+    and the user's stream once it was counted (``epoch`` None: not numbered), with the events
+    after ``since`` when they could all be given (``recovered``)."""
 
     request: int
     ok: bool
+    epoch: str | None = None
+    offset: int = 0
+    recovered: bool | None = None
+    events: list[tuple[int, bytes]] = []
+
+
+class Replay(msgspec.Struct, tag="replay", array_like=True):
+    """A worker asks for the kept events of a user's stream ``epoch`` after ``offset``."""
+
+    request: int
+    user_id: int
+    epoch: str
+    offset: int
+
+
+class Replayed(msgspec.Struct, tag="replayed", array_like=True):
+    """The answer to ``Replay`` numbered ``request``: the events, or None when they cannot all
+    be given."""
+
+    request: int
+    events: list[tuple[int, bytes]] | None
+
+
+class StreamReset(msgspec.Struct, tag="sreset", array_like=True):
+    """The user's stream was replaced: its connections continue from ``offset`` of
+    ``epoch``."""
+
+    user_id: int
+    epoch: str
+    offset: int
 
 
 class Release(msgspec.Struct, tag="rel", array_like=True):
@@ -75,6 +119,15 @@ class Publish(msgspec.Struct, tag="pub", array_like=True):
     payload: bytes
     exclude_user: int | None = None
     droppable: bool = False
+    offsets: list[int] | None = None  # each receiver's offset (0: none), parallel to user_ids
+    done: tuple[int, int] | None = None  # (worker, ticket): that worker awaits its own copy
+
+
+class Delivered(msgspec.Struct, tag="done", array_like=True):
+    """The stream event this worker published as ``ticket`` was numbered and forwarded; none
+    of its receivers is here."""
+
+    ticket: int
 
 
 class PublishChat(msgspec.Struct, tag="pubchat", array_like=True):
@@ -89,6 +142,32 @@ class Invalidate(msgspec.Struct, tag="inval", array_like=True):
     """Forget the cached member list of a chat (on every worker, of every host)."""
 
     chat_id: int
+
+
+class Revoke(msgspec.Struct, tag="revoke", array_like=True):
+    """The backend revoked the user at ``at`` (seconds since the epoch, stamped once by the
+    host that received the call): refuse the user's tokens issued until then and close the
+    user's connections (4001, ``reason``) on every worker of every host. A worker answers a
+    ``request`` other than 0 with ``Revoked``."""
+
+    user_id: int
+    reason: str
+    at: float
+    request: int = 0
+
+
+class Revoked(msgspec.Struct, tag="revoked", array_like=True):
+    """A worker's answer to ``Revoke`` numbered ``request``: the connections it closed."""
+
+    request: int
+    closed: int
+
+
+class Revocations(msgspec.Struct, tag="revs", array_like=True):
+    """The revocations still in force, as (user id, at), for a worker that has just said
+    hello: it refuses those tokens before it admits anyone."""
+
+    records: list[tuple[int, float]]
 
 
 class Drained(msgspec.Struct, tag="drained", array_like=True):
@@ -112,8 +191,9 @@ class MetricsReply(msgspec.Struct, tag="mrep", array_like=True):
     families: bytes
 
 
-Message = (Hello | Acquire | Granted | Release | Publish | PublishChat | Invalidate
-           | Drained | CloseNow | MetricsRequest | MetricsReply)
+Message = (Hello | Acquire | Granted | Replay | Replayed | StreamReset | Release | Publish
+           | Delivered | PublishChat | Invalidate
+           | Revoke | Revoked | Revocations | Drained | CloseNow | MetricsRequest | MetricsReply)
 
 _encoder: Final = msgspec.msgpack.Encoder()
 _decoder: Final = msgspec.msgpack.Decoder(Message)

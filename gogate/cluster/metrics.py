@@ -11,7 +11,7 @@ the text.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 
 import msgspec
 from prometheus_client import (
@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from gogate.log import server_log
 from gogate.metrics import FamilyRecord, decode_families, describe_process
+from gogate.streams import StreamStore
 
 __all__ = ["HostCollector", "HostMetrics"]
 
@@ -79,6 +80,15 @@ class HostMetrics:
                                     "Events between hosts through Redis, by outcome "
                                     "(published, received, unroutable).", ["outcome"],
                                     registry=own)
+        self.stream_resets = Counter("gogate_stream_resets",
+                                     "User streams this host started anew once Redis was back "
+                                     "(their connections got stream_reset).", registry=own)
+        self._streams = Gauge("gogate_host_streams", "User streams kept by the supervisor "
+                              "(several workers without Redis).", registry=own)
+        self._kept = Gauge("gogate_host_stream_events", "Distinct events kept in those "
+                           "streams.", registry=own)
+        self._outbox = Gauge("gogate_redis_outbox_events", "Events kept for the other hosts "
+                             "while Redis is unreachable.", registry=own)
         routed = Counter("gogate_bus_events", "Events forwarded between workers.",
                          ["direction"], registry=own)
         self.forwarded = routed.labels("forwarded")
@@ -91,6 +101,14 @@ class HostMetrics:
         self._collector = HostCollector(own)
         self.registry = CollectorRegistry()
         self.registry.register(self._collector)
+
+    def watch_streams(self, store: StreamStore | None, outbox: Sized | None) -> None:
+        """Report the supervisor's stream store and the events owed to other hosts."""
+        if store is not None:
+            self._streams.set_function(lambda: len(store))
+            self._kept.set_function(lambda: store.kept)
+        if outbox is not None:
+            self._outbox.set_function(lambda: len(outbox))
 
     def render(self, replies: dict[int, bytes]) -> bytes:
         """The host's ``/metrics`` text, with the families the workers sent (worker index →

@@ -46,6 +46,11 @@ class Presence:
         else:
             del self._users[user_id]
 
+    def count(self, user_id: int) -> int:
+        """The user's connections on this host."""
+        holders = self._users.get(user_id)
+        return 0 if holders is None else sum(holders.values())
+
     def forget(self, worker: int) -> dict[int, int]:
         """Drop every connection of a worker that is gone; returns what it held (user id →
         connections). Rare enough to walk the whole table."""

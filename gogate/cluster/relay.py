@@ -12,10 +12,18 @@ anywhere, the hash ``gogate:user:<user id>`` maps host ids to that host's connec
 - **Presence.** It changes only when a user's first connection on a host opens or the last
   one closes. The per-user limit is checked and counted in the same hashes, by a script
   that ignores and removes dead hosts.
+- **Revocations.** A disconnect is broadcast to every host, and kept in the hash
+  ``gogate:revoked`` (user id → the latest revocation, seconds since the epoch; fields older
+  than a day are pruned on each write). Every host merges its own into the hash and reads the
+  others' when it connects and every 10 s, so a host that starts, or comes back after an
+  outage, refuses the same tokens as the others.
+- **Streams.** With recovery on, stream events are numbered in Redis and reach every host,
+  the origin included, from its subscription (:mod:`.streams_redis`).
 - **Outages.** While Redis is unreachable, each host keeps delivering to its own workers,
-  counts what it could not route, and retries with backoff. On reconnecting it takes a fresh
-  host id and registers the users it holds again. The old id's entries die with its alive
-  key, so nothing is delivered twice.
+  keeps the events other hosts are owed (up to 10,000, for 60 s), and retries with backoff.
+  On reconnecting it takes a fresh host id, registers the users it holds again, delivers what
+  it kept and starts anew the streams of the users those events reached. The old id's entries
+  die with its alive key, so nothing is delivered twice. The scripts are in :mod:`.scripts`.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import time
 from typing import Any, Final, Protocol
 
 import msgspec
@@ -30,7 +39,9 @@ import redis.asyncio as redis
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
-from gogate.cluster import bus
+from gogate.auth.revocations import MIN_HORIZON
+from gogate.cluster import bus, scripts
+from gogate.cluster.streams_redis import RedisStreams, read_resets, read_stream_event
 from gogate.log import server_log
 
 __all__ = ["Local", "RedisRelay"]
@@ -38,69 +49,41 @@ __all__ = ["Local", "RedisRelay"]
 _ALIVE_TTL: Final = 30
 _ALIVE_EVERY: Final = 10.0
 _BROADCAST: Final = "gogate:all"
-_OUTBOX_LIMIT: Final = 10_000  # events waiting for Redis; beyond it they count as unroutable
+_REVOKED: Final = "gogate:revoked"
 
-# KEYS: user hashes; ARGV: origin host, message. Publishes once per live target host.
-_ROUTE = """
-local hosts = {}
-for _, key in ipairs(KEYS) do
-  local fields = redis.call('HKEYS', key)
-  for _, host in ipairs(fields) do hosts[host] = true end
+# KEYS[1]: the revocations hash; ARGV: oldest kept, then user id / at pairs. Keeps the latest
+# revocation of each user, drops those past the horizon, returns the whole hash.
+_REVOKE = """
+for i = 2, #ARGV, 2 do
+  local current = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
+  if tonumber(ARGV[i + 1]) > current then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 end
-local sent = 0
-for host, _ in pairs(hosts) do
-  if host ~= ARGV[1] and redis.call('EXISTS', 'gogate:alive:' .. host) == 1 then
-    redis.call('PUBLISH', 'gogate:host:' .. host, ARGV[2])
-    sent = sent + 1
-  end
-end
-return sent
-"""
-
-# KEYS[1]: user hash; ARGV: host, limit. Counts one more connection unless at the limit.
-_ACQUIRE = """
-local total = 0
 local fields = redis.call('HGETALL', KEYS[1])
+local kept = {}
 for i = 1, #fields, 2 do
-  if redis.call('EXISTS', 'gogate:alive:' .. fields[i]) == 1 then
-    total = total + tonumber(fields[i + 1])
-  else
+  if tonumber(fields[i + 1]) <= tonumber(ARGV[1]) then
     redis.call('HDEL', KEYS[1], fields[i])
+  else
+    kept[#kept + 1] = fields[i]
+    kept[#kept + 1] = fields[i + 1]
   end
 end
-local limit = tonumber(ARGV[2])
-if limit > 0 and total >= limit then return 0 end
-redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-return 1
-"""
-
-# KEYS[1]: user hash; ARGV[1]: host. Counts one connection less.
-_RELEASE = """
-local left = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
-if left <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
-return left
-"""
-
-# KEYS: user hashes. Returns 1/0 per key: does a live host hold the user?
-_ONLINE = """
-local result = {}
-for i, key in ipairs(KEYS) do
-  result[i] = 0
-  for _, host in ipairs(redis.call('HKEYS', key)) do
-    if redis.call('EXISTS', 'gogate:alive:' .. host) == 1 then result[i] = 1 break end
-  end
-end
-return result
+return kept
 """
 
 
 class _Envelope(msgspec.Struct, array_like=True):
     origin: str
-    message: bus.Publish | bus.Invalidate
+    message: bus.Publish | bus.Invalidate | bus.Revoke
 
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(_Envelope).decode
+
+
+def _open(data: bytes) -> tuple[str, bus.Publish | bus.Invalidate | bus.Revoke]:
+    envelope = _decode(data)
+    return envelope.origin, envelope.message
 
 
 def _user_key(user_id: int) -> str:
@@ -110,28 +93,38 @@ def _user_key(user_id: int) -> str:
 class Local(Protocol):
     """What the relay needs of this host."""
 
-    def arrived(self, message: bus.Publish | bus.Invalidate) -> None:
-        """An event or an invalidation from another host, for this host's workers."""
+    def arrived(self, message: bus.Publish | bus.Invalidate | bus.Revoke) -> None:
+        """An event, an invalidation or a revocation from another host, for this host's
+        workers."""
 
     def totals(self) -> dict[int, int]:
         """User id → connections on this host, for every user it holds."""
 
+    def reset(self, user_id: int, epoch: str, offset: int) -> None:
+        """The user's stream was replaced: its connections here continue from there."""
+
+    def in_force(self) -> list[tuple[int, float]]:
+        """The revocations this host knows, as (user id, at)."""
+
+    def learn(self, records: list[tuple[int, float]]) -> None:
+        """The revocations kept in Redis, as (user id, at)."""
+
 
 class RedisRelay:
-    """This host's link to the others. ``events`` counts, by outcome, the events it carries."""
+    """This host's link to the others. ``events`` counts, by outcome, the events it carries;
+    ``streams`` numbers stream events and keeps what Redis cannot take."""
 
-    def __init__(self, url: str, local: Local, events: Counter) -> None:
+    def __init__(self, url: str, local: Local, events: Counter, streams: RedisStreams) -> None:
         self._url = url
         self._local = local
         self._outcomes = {outcome: events.labels(outcome)
                           for outcome in ("published", "received", "unroutable")}
+        self.streams = streams
         self.host = ""
         self.connected = False
         self._client: redis.Redis | None = None
         self._scripts: dict[str, Any] = {}
         self._task: asyncio.Task[None] | None = None
-        self._writer: asyncio.Task[None] | None = None
-        self._outbox: list[bus.Publish] = []
         self._stopping = False
 
     async def start(self) -> None:
@@ -162,7 +155,7 @@ class RedisRelay:
                 else:
                     server_log.warning("cannot reach Redis (%s); retrying in %.1f s",
                                        type(exc).__name__, delay)
-            self.connected = False
+            self.connected = self.streams.live = False
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -177,13 +170,15 @@ class RedisRelay:
                 await client.delete(f"gogate:alive:{self.host}")
         self.host = secrets.token_hex(6)
         self._scripts = {name: client.register_script(source) for name, source in
-                         (("route", _ROUTE), ("acquire", _ACQUIRE), ("release", _RELEASE),
-                          ("online", _ONLINE))}
+                         (("online", scripts.ONLINE), ("revoke", _REVOKE))}
+        await self.streams.bind(client, self.host, self._envelope, _open)
         await client.set(f"gogate:alive:{self.host}", 1, ex=_ALIVE_TTL)
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         await pubsub.subscribe(f"gogate:host:{self.host}", _BROADCAST)
         self.connected = True
         await self._resync(client)
+        await self._sync_revocations(self._local.in_force())
+        await self.streams.recover(self._local.totals().keys())
         server_log.info("routing between hosts through Redis as host %s", self.host)
         keepalive = asyncio.get_running_loop().create_task(self._keep_alive(client))
         try:
@@ -191,26 +186,46 @@ class RedisRelay:
                 message = await pubsub.get_message(timeout=1.0)
                 if keepalive.done():
                     keepalive.result()  # raises what stopped it
-                if message is None:
-                    continue
-                try:
-                    envelope = _decode(message["data"])
-                except msgspec.DecodeError:
-                    server_log.warning("unreadable message from Redis ignored")
-                    continue
-                if envelope.origin != self.host:
-                    self._count("received")
-                    self._local.arrived(envelope.message)
+                if message is not None:
+                    self._arrived(message["data"])
         finally:
             keepalive.cancel()
             await asyncio.gather(keepalive, return_exceptions=True)
             await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _arrived(self, data: bytes) -> None:
+        """One message of this host's subscription, for its workers."""
+        message: bus.Publish | bus.Invalidate | bus.Revoke
+        try:
+            if data[:1] == b"S":  # a numbered stream event, maybe this host's own
+                origin, message, resets = read_stream_event(data)
+                for user_id, epoch in resets:
+                    self._local.reset(user_id, epoch, 0)
+            elif data[:1] == b"R":
+                for user_id, epoch, offset in read_resets(data):
+                    self._local.reset(user_id, epoch, offset)
+                return
+            else:
+                envelope = _decode(data)
+                origin, message = envelope.origin, envelope.message
+        except (msgspec.DecodeError, ValueError):
+            server_log.warning("unreadable message from Redis ignored")
+            return
+        if origin != self.host:
+            self._count("received")
+            if isinstance(message, bus.Publish):
+                message.done = None  # a ticket of another host's worker
+            self._local.arrived(message)
+        elif isinstance(message, bus.Publish) and message.offsets is not None:
+            self._local.arrived(message)
 
     async def _keep_alive(self, client: redis.Redis) -> None:
         while True:
             await asyncio.sleep(_ALIVE_EVERY)
             await client.set(f"gogate:alive:{self.host}", 1, ex=_ALIVE_TTL)
             await self._resync(client)
+            await self._sync_revocations(self._local.in_force())
+            await self.streams.refresh(self._local.totals().keys())
 
     async def _resync(self, client: redis.Redis) -> None:
         """Make this host's entries in Redis equal its own counts: the authority is the
@@ -234,35 +249,40 @@ class RedisRelay:
 
     # --- what the host calls ------------------------------------------------------------------
 
-    def publish(self, message: bus.Publish) -> None:
+    def _envelope(self, message: bus.Publish) -> bytes:
+        return _encode(_Envelope(self.host, message))
+
+    def publish(self, message: bus.Publish, stream: bool = False) -> bool:
         """Send an event to the other hosts holding one of its receivers, after every event
-        published before it (one writer, pipelined), without waiting."""
-        if not self.connected or len(self._outbox) >= _OUTBOX_LIMIT:
+        published before it (one writer, pipelined), without waiting. A ``stream`` event is
+        numbered and comes back to this host too. False: Redis cannot take it now; it is kept
+        for the other hosts (unless droppable), and this host delivers it without offsets."""
+        if (self.connected and self.streams.live) or self.streams.busy:
+            self.streams.send(message, stream)  # in order after those still being written
+            return True
+        if message.droppable:
             self._count("unroutable")
-            return
-        self._outbox.append(message)
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write())
+        else:
+            self.streams.hold(message, stream)
+        return False
 
-    async def _write(self) -> None:
-        while self._outbox and self.connected and self._client is not None:
-            batch = list(self._outbox)
-            self._outbox.clear()
-            pipe = self._client.pipeline(transaction=False)
-            for message in batch:
-                keys = [_user_key(user_id) for user_id in message.user_ids]
-                await self._scripts["route"](keys=keys, client=pipe, args=[
-                    self.host, _encode(_Envelope(self.host, message))])
-            try:
-                await pipe.execute()
-                self._count("published", len(batch))
-            except (RedisError, OSError):
-                self._count("unroutable", len(batch))
-        if self._outbox:
-            self._count("unroutable", len(self._outbox))
-        self._outbox.clear()
+    async def _sync_revocations(self, records: list[tuple[int, float]]) -> None:
+        """Add ``records`` to the revocations kept in Redis and learn all of them."""
+        args: list[float | int] = [time.time() - MIN_HORIZON]
+        for user_id, at in records:
+            args += [user_id, at]
+        kept = await self._scripts["revoke"](keys=[_REVOKED], args=args)
+        self._local.learn([(int(kept[i]), float(kept[i + 1])) for i in range(0, len(kept), 2)])
 
-    async def broadcast(self, message: bus.Invalidate) -> None:
+    async def revoke(self, message: bus.Revoke) -> None:
+        """Tell the other hosts that the user was revoked, and keep it for those that connect
+        later; a host that missed both learns it from Redis within 10 s of reaching it."""
+        await self.broadcast(message)
+        if self.connected:
+            with contextlib.suppress(RedisError, OSError):
+                await self._sync_revocations([(message.user_id, message.at)])
+
+    async def broadcast(self, message: bus.Invalidate | bus.Revoke) -> None:
         if not self.connected or self._client is None:
             self._count("unroutable")
             return
@@ -271,31 +291,35 @@ class RedisRelay:
         except (RedisError, OSError):
             self._count("unroutable")
 
-    async def acquire(self, user_id: int, limit: int) -> bool | None:
-        """Count one more connection of the user across hosts; None when Redis cannot say."""
+    async def acquire(self, user_id: int, limit: int, since: tuple[str, int] | None = None
+                      ) -> bus.Granted | None:
+        """Count one more connection of the user across hosts and open its stream (with the
+        events after ``since``); None when Redis cannot say."""
         if not self.connected:
             return None
         try:
-            return bool(await self._scripts["acquire"](keys=[_user_key(user_id)],
-                                                       args=[self.host, limit]))
+            return await self.streams.acquire(user_id, limit, since)
+        except (RedisError, OSError):
+            return None
+
+    async def replay(self, user_id: int, epoch: str, offset: int
+                     ) -> list[tuple[int, bytes]] | None:
+        if not self.connected:
+            return None
+        try:
+            return await self.streams.replay(user_id, epoch, offset)
         except (RedisError, OSError):
             return None
 
     async def release_many(self, counts: dict[int, int]) -> None:
-        """A worker died: its users' connections are gone at once."""
-        if not self.connected or self._client is None:
-            return
-        pipe = self._client.pipeline(transaction=False)
-        for user_id, count in counts.items():
-            pipe.hincrby(_user_key(user_id), self.host, -count)
-        with contextlib.suppress(RedisError, OSError):
-            await pipe.execute()
-
-    async def release(self, user_id: int) -> None:
+        """Connections gone (one, or a dead worker's all at once)."""
         if not self.connected:
             return
         with contextlib.suppress(RedisError, OSError):
-            await self._scripts["release"](keys=[_user_key(user_id)], args=[self.host])
+            await self.streams.release(counts)
+
+    async def release(self, user_id: int) -> None:
+        await self.release_many({user_id: 1})
 
     async def online(self, user_ids: list[int]) -> set[int] | None:
         if not self.connected or not user_ids:

@@ -49,7 +49,8 @@ class Supervisor:
     def __init__(self, settings: Settings, count: int) -> None:
         self.settings = settings
         self.workers = [WorkerProcess(i) for i in range(count)]
-        self.host = Host(count, settings.redis_url)
+        self.host = Host(count, settings.redis_url, settings.recovery_ttl,
+                         settings.recovery_size)
         self.internal = InternalServer(self.host, settings.internal_host,
                                        settings.internal_port, settings.internal_api_key)
         self._dir = Path(tempfile.mkdtemp(prefix="gogate-"))
@@ -122,8 +123,9 @@ class Supervisor:
             worker.signal(signal.SIGTERM)
         pending = [w.process.wait() for w in self.workers if w.process is not None]
         try:
+            s = self.settings  # every worker answers /ready 503 at once, lingers, then drains
             await asyncio.wait_for(asyncio.gather(*pending),
-                                   self.settings.shutdown_timeout + _STOP_GRACE)
+                                   s.shutdown_delay + s.shutdown_timeout + _STOP_GRACE)
         except TimeoutError:
             for worker in self.workers:
                 worker.signal(signal.SIGKILL)
