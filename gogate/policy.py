@@ -46,9 +46,10 @@ class RateLimit:
 
 class RecentMessages:
     """Chat ids of the messages this worker relayed, so that reactions and read receipts
-    without a ``chat_id`` still reach the chat. Bounded; the oldest are forgotten first."""
+    without a ``chat_id`` still reach the chat. Bounded to the latest ``capacity`` messages
+    (about 100 bytes each); the oldest are forgotten first."""
 
-    def __init__(self, capacity: int = 100_000) -> None:
+    def __init__(self, capacity: int = 10_000) -> None:
         self._chats: dict[int, int] = {}
         self._capacity = capacity
 

@@ -95,6 +95,10 @@ class Authenticator:
         """The backend answered 401 to a call made with ``token``: validate it anew next time."""
         self.cache.forget(token_digest(token))
 
+    def prune(self) -> None:
+        """Forget the validations that expired."""
+        self.cache.prune()
+
     def revoke(self, user_id: int, at: float) -> None:
         """The backend revoked the user at ``at`` (seconds since the epoch): refuse the user's
         tokens issued until then, and forget their validations."""

@@ -142,6 +142,16 @@ class ValidationCache:
         while len(self._entries) > self.max_entries:
             self._drop(next(iter(self._entries)))
 
+    def prune(self) -> int:
+        """Drop every expired entry; the number dropped. The worker calls it every few
+        seconds, so that tokens nobody presents again do not wait for newer ones to push them
+        out (a whole pass: entries are kept in order of use, not of expiry)."""
+        now = self._clock()
+        expired = [key for key, entry in self._entries.items() if entry.until <= now]
+        for key in expired:
+            self._drop(key)
+        return len(expired)
+
     def _drop(self, key: bytes) -> bool:
         entry = self._entries.pop(key, None)
         if entry is None:

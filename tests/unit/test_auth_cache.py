@@ -262,3 +262,16 @@ def test_cache_arguments_are_checked() -> None:
         ValidationCache(-1)
     with pytest.raises(ValueError):
         ValidationCache(60, 0)
+
+
+def test_prune_drops_expired_entries_only() -> None:
+    """Tokens nobody presents again do not stay until newer ones push them out."""
+    now = [1000.0]
+    cache = ValidationCache(60.0, clock=lambda: now[0])
+    cache.keep(b"old", User(1, "A", None), None)
+    now[0] += 30
+    cache.keep(b"new", User(2, "B", None), None)
+    now[0] += 31  # "old" has lived 61 s, "new" 31 s
+    assert cache.prune() == 1
+    assert len(cache) == 1
+    assert cache.lookup(b"new") is not None
