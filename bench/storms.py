@@ -13,12 +13,20 @@ readmits all of them at once.
 ``storm``    N connected plus ``--open`` connections in one chat receiving
              ``--storm-rate`` messages a second (in a process of their own, so that the
              storm's clients do not delay what they measure); the N are dropped at once and
-             all reconnect with their tokens, ``--storm-concurrency`` handshakes in flight, a
-             refused or failed attempt retried after 0.5 to 1.5 s (what a client does after
-             ``503``):
-             time until all are authenticated again, retries, backend validate calls, gateway
-             CPU per reconnect (the drops included), and the p99 delivery latency of the open
-             connections during the storm against before it.
+             all reconnect with their tokens, ``--storm-concurrency`` handshakes in flight,
+             paced like the TypeScript client (``clients/js``, ``backoff.ts``): the first
+             attempt after the drop waits a random 0 to 0.5 s, and a refused (``503``) or
+             failed attempt number n waits ``Retry-After`` (1 s) plus a random 0 to
+             min(20, 0.5 x 2^n) s (exponential backoff with full jitter, never sooner than
+             the gateway asked); every system runs with the same clients.
+             Reported: time until all are authenticated again, retries, backend validate
+             calls, gateway CPU per reconnect (the drops included), and the p99 delivery
+             latency of the open connections before the drop and during the storm, the
+             latter also split into the first second (when the gateway tears down the
+             dropped connections) and the rest (readmission). The open connections share the
+             load generator's CPU with the storm's clients; ``watcher lag p99 ms`` is how
+             late their own process ran during the storm (a 10 ms timer's lateness), the
+             part of their latency that is the load generator's, not the gateway's.
              Variants: ``backend`` (default settings: the validation cache is on),
              ``jwt`` (local verification), ``rate`` (``MAX_CONNECT_RATE=--connect-rate``).
 
@@ -32,6 +40,7 @@ import argparse
 import asyncio
 import contextlib
 import multiprocessing
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -111,10 +120,23 @@ async def connect(system: System, args: argparse.Namespace, variant: str) -> Row
     return row
 
 
+#: The client's pacing (``clients/js/src/backoff.ts``): the first delay's upper bound, the
+#: growth per attempt, the cap; and ``Retry-After`` of a ``503`` (the gateway says 1 s).
+BACKOFF_INITIAL, BACKOFF_FACTOR, BACKOFF_CAP, RETRY_AFTER = 0.5, 2.0, 20.0, 1.0
+
+
+def backoff_delay(attempt: int) -> float:
+    """Seconds before attempt ``attempt`` (0: the first): uniformly random up to
+    ``min(cap, initial x factor^attempt)`` ("full jitter")."""
+    return random.uniform(0.0, min(BACKOFF_CAP, BACKOFF_INITIAL * BACKOFF_FACTOR ** attempt))
+
+
 async def reconnect_all(port: int, tokens: list[str], concurrency: int, timeout: float,
-                        joined: bool) -> tuple[list[Client], int]:
-    """Connect and authenticate every token, retrying a refused or failed attempt after 0.5 to
-    1.5 s, until ``timeout``; returns the clients that made it and the number of retries."""
+                        joined: bool, dropped: bool = False) -> tuple[list[Client], int]:
+    """Connect and authenticate every token until ``timeout``, a refused or failed attempt
+    retried after ``Retry-After`` plus the backoff delay; ``dropped``: the clients were just
+    cut off, so each waits the backoff's first delay before its first attempt, as the
+    TypeScript client does. Returns the clients that made it and the number of retries."""
     url = f"ws://127.0.0.1:{port}/ws"
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -123,6 +145,10 @@ async def reconnect_all(port: int, tokens: list[str], concurrency: int, timeout:
 
     async def one(index: int, token: str) -> Client | None:
         nonlocal retries
+        attempt = 0
+        if dropped:
+            await asyncio.sleep(backoff_delay(attempt))
+            attempt += 1
         while True:
             async with semaphore:
                 try:
@@ -131,7 +157,8 @@ async def reconnect_all(port: int, tokens: list[str], concurrency: int, timeout:
                     retries += 1
             if loop.time() > deadline:
                 return None
-            await asyncio.sleep(random.uniform(0.5, 1.5))
+            await asyncio.sleep(RETRY_AFTER + backoff_delay(attempt))
+            attempt += 1
 
     results = await asyncio.gather(*(one(i, t) for i, t in enumerate(tokens)))
     return [c for c in results if c is not None], retries
@@ -159,18 +186,31 @@ def _pump(sender: Client, chat_id: int, rate: float) -> tuple[Callable[[], None]
     return stop, asyncio.ensure_future(run())
 
 
-def _take(clients: list[Client]) -> list[float]:
-    """The latencies recorded so far, in ms; the records start afresh."""
+def _take(clients: list[Client], lags: list[float]) -> tuple[list[float], list[float]]:
+    """The latencies recorded so far and the loop's lateness meanwhile, in ms; the records
+    start afresh."""
     taken = [ns / 1e6 for client in clients for ns in client.latencies]
     for client in clients:
         client.latencies.clear()
-    return taken
+    late = lags[:]
+    lags.clear()
+    return taken, late
+
+
+async def _lateness(lags: list[float], period: float = 0.01) -> None:
+    """How late this process's loop runs a timer of ``period`` s, in ms, again and again."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + period
+        await asyncio.sleep(period)
+        lags.append(max(0.0, loop.time() - due) * 1000)
 
 
 async def _watch(port: int, tokens: list[str], chat_id: int, rate: float, joined: bool,
                  pipe: Connection) -> None:
     """The open connections: the first token sends, the others record delivery latency;
-    ``take`` on the pipe answers the latencies recorded since the last ``take``."""
+    ``take`` on the pipe answers the latencies and loop lateness recorded since the last
+    ``take``."""
     steady, _ = await reconnect_all(port, tokens, 64, 60.0, joined)
     if len(steady) < len(tokens):
         pipe.send(None)
@@ -179,17 +219,22 @@ async def _watch(port: int, tokens: list[str], chat_id: int, rate: float, joined
     for client in receivers:
         client.track = True
     stop_pump, pumping = _pump(sender, chat_id, rate)
+    lags: list[float] = []
+    probe = asyncio.ensure_future(_lateness(lags))
     finished = asyncio.Event()
 
     def on_command() -> None:
-        if pipe.recv() == "take":
-            pipe.send(_take(receivers))
+        command = pipe.recv()
+        os.set_blocking(pipe.fileno(), True)  # the loop made it non-blocking; answers are big
+        if command == "take":
+            pipe.send(_take(receivers, lags))
         else:
             finished.set()
 
     asyncio.get_running_loop().add_reader(pipe.fileno(), on_command)
     pipe.send(len(steady))
     await finished.wait()
+    probe.cancel()
     stop_pump()
     await pumping
     close_clients(steady)
@@ -221,8 +266,9 @@ class Watcher:
         if await self._ask(None) is None:
             raise RuntimeError("the open connections were not all admitted")
 
-    async def take(self) -> list[float]:
-        taken: list[float] = await self._ask("take")
+    async def take(self) -> tuple[list[float], list[float]]:
+        """Delivery latencies and the watcher's loop lateness since the last take, in ms."""
+        taken: tuple[list[float], list[float]] = await self._ask("take")
         return taken
 
     def stop(self) -> None:
@@ -231,6 +277,14 @@ class Watcher:
         self._proc.join(10)
         if self._proc.is_alive():
             self._proc.kill()
+
+
+def _profile(args: argparse.Namespace, variant: str, system: System) -> str | None:
+    """With ``--profile DIR``: where py-spy writes the gateway's samples of the storm."""
+    if not args.profile:
+        return None
+    os.makedirs(args.profile, exist_ok=True)
+    return os.path.join(args.profile, f"storm-{variant}-{system.name}.txt")
 
 
 async def storm(system: System, args: argparse.Namespace, variant: str) -> Row:
@@ -254,17 +308,25 @@ async def storm(system: System, args: argparse.Namespace, variant: str) -> Row:
         await asyncio.sleep(args.warmup)
         await watcher.take()
         await asyncio.sleep(args.before)
-        before = await watcher.take()
+        before, _ = await watcher.take()
         await backend.reset_calls()
-        meter = Meter(system.server)
+        meter = Meter(system.server, _profile(args, variant, system))
         backend_cpu = backend.service.cpu_seconds()
         meter.start()
         close_clients(crowd)
-        back, retries = await reconnect_all(port, crowd_tokens, args.storm_concurrency,
-                                            args.storm_timeout, system.joined)
-        meter.stop()
+
+        async def readmit() -> tuple[list[Client], int]:
+            readmitted = await reconnect_all(port, crowd_tokens, args.storm_concurrency,
+                                             args.storm_timeout, system.joined, dropped=True)
+            meter.stop()
+            return readmitted
+
+        storming = asyncio.ensure_future(readmit())
+        await asyncio.wait({storming}, timeout=1.0)
+        first, first_lags = await watcher.take()  # the drop itself, and the first admissions
+        back, retries = await storming
         backend_cpu = backend.service.cpu_seconds() - backend_cpu
-        during = await watcher.take()
+        rest, rest_lags = await watcher.take()
     finally:
         watcher.stop()
     validates = await _validate_calls(backend)
@@ -275,9 +337,13 @@ async def storm(system: System, args: argparse.Namespace, variant: str) -> Row:
     row.values["validate/connect"] = validates / max(1, len(crowd_tokens))
     row.values["gw µs/reconnect"] = meter.server_cpu / max(1, len(back)) * 1e6
     row.values["p99 before ms"] = percentile(before, 0.99)
-    row.values["p99 during ms"] = percentile(during, 0.99)
+    row.values["p99 during ms"] = percentile(first + rest, 0.99)
     row.values["p99 during/before"] = (row.values["p99 during ms"]
                                        / row.values["p99 before ms"])
+    row.values["p99 1st s ms"] = percentile(first, 0.99)
+    row.values["p99 after 1st s ms"] = percentile(rest, 0.99)
+    row.values["watcher lag p99 ms"] = percentile(first_lags + rest_lags, 0.99)
+    row.values["gw CPU %"] = meter.server_cpu / meter.wall * 100
     row.values["loadgen CPU %"] = meter.own_cpu / meter.wall * 100
     row.values["backend CPU %"] = backend_cpu / meter.wall * 100
     close_clients(back)

@@ -3,8 +3,9 @@ capacity (``MAX_CONNECTIONS``; nothing while it drains) and the pace of new conn
 (``MAX_CONNECT_RATE``).
 
 A refused upgrade costs one short HTTP answer and no connection, so a reconnect storm beyond
-the admitted pace cannot starve the connections already open. Every refusal is counted (and
-logged at DEBUG) by the worker's :class:`~gogate.lifecycle.Lifecycle`.
+the admitted pace cannot starve the connections already open. The answers are built once, when
+the module loads: a refusal allocates nothing here and is counted (and logged only at DEBUG)
+by the worker's :class:`~gogate.lifecycle.Lifecycle`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from typing import Final, NamedTuple
+from typing import Final
+
+from picows import WSUpgradeResponse, WSUpgradeResponseWithListener
 
 from gogate.config import Settings
 from gogate.lifecycle import Lifecycle
@@ -21,12 +24,36 @@ from gogate.policy import RateLimit
 __all__ = ["Admission", "OriginPolicy", "Refusal"]
 
 
-class Refusal(NamedTuple):
-    """The HTTP answer to an upgrade that is not admitted."""
+class _Rendered(WSUpgradeResponse):
+    """An error response rendered once. picows renders a response each time it sends it (and
+    adds a ``Content-Length`` header each time), so the one shared by every client refused for
+    the same reason keeps its bytes instead: the same bytes, sent as they are."""
 
-    status: int
-    body: bytes
-    headers: tuple[tuple[str, str], ...] = ()
+    __slots__ = ("_bytes",)
+    _bytes: bytearray
+
+    def to_bytes(self) -> bytearray:
+        return self._bytes
+
+
+class Refusal:
+    """The HTTP answer to an upgrade that is not admitted. ``answer`` is what the router hands
+    to picows: one response object for every client refused for the same reason."""
+
+    __slots__ = ("answer", "body", "headers", "status")
+
+    def __init__(self, status: int, body: bytes, headers: tuple[tuple[str, str], ...] = ()
+                 ) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers
+        plain = WSUpgradeResponse.create_error_response(
+            status, body, [*headers, ("Connection", "close")])  # picows closes after it
+        response = _Rendered()
+        response.version, response.status, response.body = plain.version, plain.status, body
+        response._bytes = plain.to_bytes()
+        response.headers = plain.headers
+        self.answer = WSUpgradeResponseWithListener(response, None)
 
 
 FORBIDDEN_ORIGIN: Final = Refusal(403, b"403 Forbidden: origin not allowed\n")

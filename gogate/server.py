@@ -210,7 +210,7 @@ class Gateway:
         refusal = self.admission.refusal(headers.get("origin"), len(self.registry.open),
                                          self.registry.accepting)
         if refusal is not None:
-            return _response(*refusal)
+            return refusal.answer  # built once
         connection = Connection(self.settings, self.dispatcher, self.hub, self.flusher,
                                 self.registry, self.metrics)
         connection.client = client
@@ -269,6 +269,7 @@ class Gateway:
                 last_prune = now
                 self.members.prune()
                 self.flows.typing_gate.prune()
+                self.auth.prune()
 
     def _sweep(self, now: float) -> None:
         # A function of its own, so that no connection stays referenced by the beat's frame.
