@@ -203,14 +203,30 @@ end
 return 0
 """
 
+# Lua: the hosts holding user ``uid`` that are alive, each host's liveness looked up once per
+# call (``alive`` is shared across the users of one call).
+_LIVE_HOSTS: Final = """
+local function live_hosts(uid, alive)
+  local hosts = {}
+  for _, host in ipairs(redis.call('HKEYS', 'gogate:user:' .. uid)) do
+    local live = alive[host]
+    if live == nil then
+      live = redis.call('EXISTS', 'gogate:alive:' .. host) == 1
+      alive[host] = live
+    end
+    if live then hosts[#hosts + 1] = host end
+  end
+  return hosts
+end
+"""
+
 # ARGV: origin, epoch of the new streams, lease, ttl, size, event, payload, publishing worker,
-# its ticket, users. Numbers one
-# stream event: for each user with a stream, the next offset and a reference to the event,
+# its ticket, users. Numbers one stream event: for each user with a stream, the next offset and a reference to the event,
 # which is stored once; a user online without a stream (Redis lost it) gets a new one. Then
 # publishes the event with every offset, once to each live host holding a receiver and to the
 # origin (which delivers it even when Redis lost who holds whom), so every host delivers
 # stream events in this order.
-APPEND: Final = """
+APPEND: Final = _LIVE_HOSTS + """
 local lease, ttl, size = ARGV[3], ARGV[4], tonumber(ARGV[5])
 local alive, targets = {}, {[ARGV[1]] = true}
 local users, offsets, resets = {}, {}, {}
@@ -218,16 +234,9 @@ local id = nil
 for i = 10, #ARGV do
   local uid = ARGV[i]
   local online = false
-  for _, host in ipairs(redis.call('HKEYS', 'gogate:user:' .. uid)) do
-    local live = alive[host]
-    if live == nil then
-      live = redis.call('EXISTS', 'gogate:alive:' .. host) == 1
-      alive[host] = live
-    end
-    if live then
-      online = true
-      targets[host] = true
-    end
+  for _, host in ipairs(live_hosts(uid, alive)) do
+    online = true
+    targets[host] = true
   end
   local meta = 'gogate:sm:' .. uid
   local list = 'gogate:sl:' .. uid
@@ -271,19 +280,11 @@ return id or 0
 
 # ARGV: epoch of the new streams, lease, users. Every user's stream (if it has one, or is
 # online) starts anew in that epoch at offset 0; each live host holding the user is told.
-RESET: Final = """
+RESET: Final = _LIVE_HOSTS + """
 local alive, messages = {}, {}
 for i = 3, #ARGV do
   local uid = ARGV[i]
-  local hosts = {}
-  for _, host in ipairs(redis.call('HKEYS', 'gogate:user:' .. uid)) do
-    local live = alive[host]
-    if live == nil then
-      live = redis.call('EXISTS', 'gogate:alive:' .. host) == 1
-      alive[host] = live
-    end
-    if live then hosts[#hosts + 1] = host end
-  end
+  local hosts = live_hosts(uid, alive)
   local meta = 'gogate:sm:' .. uid
   if #hosts > 0 or redis.call('EXISTS', meta) == 1 then
     redis.call('HSET', meta, 'e', ARGV[1], 's', 0)
