@@ -40,6 +40,7 @@ bench-smoke: $(STAMP)
 	$(BIN)/python -m bench.scaleout --smoke
 	$(BIN)/python -m bench.soak --smoke
 	$(BIN)/python -m bench.streams_memory --smoke
+	$(BIN)/python -m bench.redis_cost --smoke
 
 # Autobahn|Testsuite's conformance cases against /ws, judged as a server that does not echo
 # (rules in tests/autobahn/run.py). Needs Python 2.7; sets up .venv-autobahn/ on first use.
@@ -52,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.loadgen all --repeat 2 $(BASELINE)
 	$(BIN)/python -m bench.scaleout
 	$(BIN)/python -m bench.streams_memory
+	$(BIN)/python -m bench.redis_cost
 
 # The TypeScript client and the demo page in headless Chromium against a real gateway; the
 # committed demo bundle must be what `npm run build` makes.
