@@ -221,11 +221,11 @@ end
 """
 
 # ARGV: origin, epoch of the new streams, lease, ttl, size, event, payload, publishing worker,
-# its ticket, users. Numbers one stream event: for each user with a stream, the next offset and a reference to the event,
-# which is stored once; a user online without a stream (Redis lost it) gets a new one. Then
-# publishes the event with every offset, once to each live host holding a receiver and to the
-# origin (which delivers it even when Redis lost who holds whom), so every host delivers
-# stream events in this order.
+# its ticket, users. Numbers one stream event: for each user with a stream, the next offset
+# and a reference to the event, which is stored once; a user online without a stream (Redis
+# lost it) gets a new one. Then publishes the event with every offset, once to each live host
+# holding a receiver and to the origin (which delivers it even when Redis lost who holds
+# whom), so every host delivers stream events in this order.
 APPEND: Final = _LIVE_HOSTS + """
 local lease, ttl, size = ARGV[3], ARGV[4], tonumber(ARGV[5])
 local alive, targets = {}, {[ARGV[1]] = true}
