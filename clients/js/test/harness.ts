@@ -65,6 +65,19 @@ export async function eventually(check: () => boolean | Promise<boolean>, what: 
 // --- the gateway ------------------------------------------------------------------------------
 
 /** A `python -m gogate --dev` process on fixed ports, so that it can be restarted in place. */
+
+/** The environment for the gateway under test: this process's, less the settings that would
+ * make it another deployment than the one the tests expect (a shared Redis, several workers,
+ * another token key), such as CI's REDIS_URL for the Python suites. */
+function inheritedEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  for (const name of ["REDIS_URL", "WORKERS", "JWT_PUBLIC_KEY", "JWT_SECRET", "RECOVERY_TTL",
+                      "INTERNAL_API_KEY", "ALLOWED_ORIGINS"]) {
+    delete env[name];
+  }
+  return env;
+}
+
 export class Gateway {
   readonly host = "127.0.0.1";
   private process: ChildProcess | null = null;
@@ -99,7 +112,7 @@ export class Gateway {
     this.output = "";
     const child = spawn(program, args, {
       cwd,
-      env: { ...process.env, BACKEND_API_URL: this.backendUrl, LOG_LEVEL: "warning" },
+      env: { ...inheritedEnv(), BACKEND_API_URL: this.backendUrl, LOG_LEVEL: "warning" },
       stdio: ["ignore", "pipe", "pipe"],
     });
     this.process = child;
