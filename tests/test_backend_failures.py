@@ -1,4 +1,4 @@
-"""The backend misbehaving (CONTRACT.md section 3, error codes and "Delivery"): slow, failing,
+"""The backend misbehaving (docs/protocol.md, error codes and "Delivery"): slow, failing,
 timing out, unreachable; member lists that cannot be fetched.
 
 The faults are injected into the real development backend (``PUT /api/dev/faults``); the gateway

@@ -1,5 +1,5 @@
 """The backend as it really answers: user and member shapes, and the mapping of its statuses to
-the client error codes (CONTRACT.md sections 3 and 5).
+the client error codes (docs/protocol.md).
 
 The status tests run ``BackendClient`` against a real HTTP server started here: a stand-in for a
 misbehaving backend, since the development backend cannot produce every odd status and shape.

@@ -1,5 +1,4 @@
-"""Wire events: decoding and validating client frames, encoding server frames (CONTRACT.md
-section 3)."""
+"""Wire events: decoding and validating client frames, encoding server frames (docs/protocol.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""gogate's internal API for the backend (CONTRACT.md section 4) on a single worker: the key,
+"""gogate's internal API for the backend (docs/protocol.md) on a single worker: the key,
 publish to users and to chats, the validation of publish bodies, who is online, and member-list
 invalidation. ``/metrics`` on the same port needs no key."""
 

@@ -1,4 +1,4 @@
-"""Connection lifetime (CONTRACT.md section 3, "Connection lifetime"): close codes for protocol
+"""Connection lifetime (docs/protocol.md, "Connection lifetime"): close codes for protocol
 violations, heartbeats, slow consumers, and the drain on SIGTERM / SIGINT.
 
 Protocol violations are sent with the minimal RFC 6455 client of ``rawws.py``

@@ -1,4 +1,4 @@
-"""``python -m gogate`` as a process (CONTRACT.md section 1): where settings come from, JSON
+"""``python -m gogate`` as a process (docs/protocol.md): where settings come from, JSON
 logs that keep secrets out, and development mode end to end.
 
 Some tests run the process from a temporary working directory (to hold a ``.env``) with the

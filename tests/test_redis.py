@@ -1,8 +1,8 @@
-"""Two hosts sharing one Redis (``REDIS_URL``), as CONTRACT.md section 3 "Delivery" and section
-4 promise: every event reaches every online member's connection exactly once whichever host it
-is on, per-sender order holds across hosts, delivery inside a host survives a Redis outage and
-delivery across hosts comes back after it, the per-user connection limit and the internal API
-span the whole deployment, and both hosts exit 0 on SIGTERM.
+"""Two hosts sharing one Redis (``REDIS_URL``), as docs/protocol.md ("Delivery" and the internal
+API) promises: every event reaches every online member's connection exactly once whichever host
+it is on, per-sender order holds across hosts, delivery inside a host survives a Redis outage
+and delivery across hosts comes back after it, the per-user connection limit and the internal
+API span the whole deployment, and both hosts exit 0 on SIGTERM.
 
 Each test runs its own ``redis-server`` on a free port (stopped and started again where the
 test needs an outage) and two ``python -m gogate`` processes on different ports, the two hosts.

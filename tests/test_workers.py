@@ -1,6 +1,6 @@
-"""``--workers N``: a supervisor and N worker processes sharing the port (CONTRACT.md sections 1,
-3 "Delivery" and 4), seen from outside through ``python -m gogate`` against the in-process
-development backend.
+"""``--workers N``: a supervisor and N worker processes sharing the port (docs/protocol.md,
+"Delivery" and the internal API), seen from outside through ``python -m gogate`` against the
+in-process development backend.
 
 The kernel spreads connections over the workers; each upgrade names its worker in
 ``X-Gogate-Worker``, so a test opens connections until the ones it needs sit on the workers it
