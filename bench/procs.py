@@ -249,12 +249,13 @@ def bench_settings(backend_url: str, overrides: Mapping[str, str] | None = None
 
 def start_gateway(backend_url: str, *, cpu: int | None = None, pure: bool = False,
                   env: Mapping[str, str] | None = None) -> GatewayProcess:
-    """Start the installed gogate with the benchmark settings plus ``env``."""
+    """Start the installed gogate with the benchmark settings plus ``env``; the caller's own
+    deployment settings (a shared ``REDIS_URL``, ``WORKERS``) are not inherited."""
     settings = bench_settings(backend_url, env)
     if pure:
         settings["GOGATE_NO_EXTENSIONS"] = "1"
-    return launch_gateway(child_env(settings), name="gateway-pure" if pure else "gateway",
-                          cpu=cpu)
+    return launch_gateway(child_env(settings, drop=("REDIS_URL", "WORKERS")),
+                          name="gateway-pure" if pure else "gateway", cpu=cpu)
 
 
 def start_backend(cpu: int | None = None, extra: Sequence[str] = ()) -> Service:
