@@ -508,7 +508,7 @@ async def test_write_delay_on_a_running_loop(impl: ModuleType) -> None:
         await asyncio.sleep(0.005)
         assert loop.time() - start < 1.0, "the delayed write never happened"
     assert writer.frames == [b"onetwothree"]
-    assert loop.time() - start >= 0.05
+    assert loop.time() - start >= 0.05 - 0.002  # the loop's timers have millisecond resolution
     sink.close()
 
 
