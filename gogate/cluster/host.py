@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 from gogate.auth import Revocations
@@ -58,8 +58,8 @@ class Host:
         self._drained: set[int] = set()
         self._next_chat_worker = itertools.cycle(range(workers))
         self._requests = itertools.count(1)
-        self._scrapes: dict[int, tuple[asyncio.Future[None], dict[int, bytes]]] = {}
-        self._revokes: dict[int, tuple[asyncio.Future[None], dict[int, int]]] = {}
+        # Requests put to every worker (a scrape, a revocation): the answers so far, by worker.
+        self._asked: dict[int, tuple[asyncio.Future[None], dict[int, Any]]] = {}
         # Revocations in force, handed to every worker that says hello (a new or replaced one).
         self.revocations = Revocations()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -132,17 +132,9 @@ class Host:
             case bus.Drained():
                 self._on_drained(link, worker)
             case bus.Revoked():
-                revoke = self._revokes.get(message.request)
-                if revoke is not None:
-                    revoke[1][worker] = message.closed
-                    if len(revoke[1]) >= self.running and not revoke[0].done():
-                        revoke[0].set_result(None)
+                self._answered(message.request, worker, message.closed)
             case bus.MetricsReply():
-                scrape = self._scrapes.get(message.request)
-                if scrape is not None:
-                    scrape[1][worker] = message.families
-                    if len(scrape[1]) >= self.running and not scrape[0].done():
-                        scrape[0].set_result(None)
+                self._answered(message.request, worker, message.families)
             case _:
                 server_log.warning("unexpected bus message %s", type(message).__name__)
 
@@ -302,18 +294,10 @@ class Host:
         if self.relay is not None:
             self._spawn(self.relay.revoke(bus.Revoke(user_id, reason, at)))
         self.revocations.revoke(user_id, at)
-        request = next(self._requests)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        closed: dict[int, int] = {}
-        self._revokes[request] = (done, closed)
-        try:
-            self._broadcast(bus.Revoke(user_id, reason, at, request))
-            if self.running:
-                await asyncio.wait_for(asyncio.shield(done), _REVOKE_WAIT)
-        except TimeoutError:
+        closed, complete = await self._ask_workers(
+            lambda request: bus.Revoke(user_id, reason, at, request), _REVOKE_WAIT)
+        if not complete:
             server_log.warning("a worker did not confirm the disconnect of user %d", user_id)
-        finally:
-            self._revokes.pop(request, None)
         return sum(closed.values())
 
     async def online(self, user_ids: list[int]) -> list[int]:
@@ -322,16 +306,30 @@ class Host:
 
     async def metrics_text(self) -> bytes:
         """Every worker's metrics, labelled ``worker``, and the supervisor's own."""
+        replies, _ = await self._ask_workers(bus.MetricsRequest, _METRICS_WAIT)
+        return self.metrics.render(replies)
+
+    async def _ask_workers(self, ask: Callable[[int], bus.Message], wait: float
+                           ) -> tuple[dict[int, Any], bool]:
+        """Put a request (built from its number) to every worker and gather the answers by
+        worker, and whether every worker answered within ``wait`` seconds."""
         request = next(self._requests)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        replies: dict[int, bytes] = {}
-        self._scrapes[request] = (done, replies)
+        answers: dict[int, Any] = {}
+        self._asked[request] = (done, answers)
         try:
-            self._broadcast(bus.MetricsRequest(request))
+            self._broadcast(ask(request))
             if self.running:
-                await asyncio.wait_for(asyncio.shield(done), _METRICS_WAIT)
+                await asyncio.wait_for(asyncio.shield(done), wait)
         except TimeoutError:
-            pass
+            return answers, False
         finally:
-            self._scrapes.pop(request, None)
-        return self.metrics.render(replies)
+            self._asked.pop(request, None)
+        return answers, True
+
+    def _answered(self, request: int, worker: int, answer: Any) -> None:
+        asked = self._asked.get(request)
+        if asked is not None:
+            asked[1][worker] = answer
+            if len(asked[1]) >= self.running and not asked[0].done():
+                asked[0].set_result(None)

@@ -32,7 +32,8 @@ import asyncio
 import contextlib
 import secrets
 import time
-from typing import Any, Final, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Protocol, TypeVar
 
 import msgspec
 import redis.asyncio as redis
@@ -50,6 +51,7 @@ _ALIVE_TTL: Final = 30
 _ALIVE_EVERY: Final = 10.0
 _BROADCAST: Final = "gogate:all"
 _REVOKED: Final = "gogate:revoked"
+_Answer = TypeVar("_Answer")
 
 # KEYS[1]: the revocations hash; ARGV: oldest kept, then user id / at pairs. Keeps the latest
 # revocation of each user, drops those past the horizon, returns the whole hash.
@@ -295,19 +297,18 @@ class RedisRelay:
                       ) -> bus.Granted | None:
         """Count one more connection of the user across hosts and open its stream (with the
         events after ``since``); None when Redis cannot say."""
-        if not self.connected:
-            return None
-        try:
-            return await self.streams.acquire(user_id, limit, since)
-        except (RedisError, OSError):
-            return None
+        return await self._ask_redis(lambda: self.streams.acquire(user_id, limit, since))
 
     async def replay(self, user_id: int, epoch: str, offset: int
                      ) -> list[tuple[int, bytes]] | None:
+        return await self._ask_redis(lambda: self.streams.replay(user_id, epoch, offset))
+
+    async def _ask_redis(self, ask: Callable[[], Awaitable[_Answer]]) -> _Answer | None:
+        """The answer of one call to Redis; None when Redis is unreachable or fails."""
         if not self.connected:
             return None
         try:
-            return await self.streams.replay(user_id, epoch, offset)
+            return await ask()
         except (RedisError, OSError):
             return None
 
