@@ -229,6 +229,46 @@ async def test_websockets_ping_is_answered(gateway: Gateway, tokens: dict[int, s
         assert latency >= 0
 
 
+# --- clients that leave -----------------------------------------------------------------------
+
+CROWD = 300  # several times the sockets the gateway closes per turn of its loop
+
+
+async def test_crowd_leaving_at_once_is_let_go_and_the_others_keep_receiving(
+        make_gateway: MakeGateway, raw_clients: RawClients, tokens: dict[int, str]) -> None:
+    """A network blip: hundreds of clients end their streams in the same instant. Every one of
+    them is let go (its slot too), and the connections that stayed are served throughout."""
+    gateway = await make_gateway(max_connections_per_user=1, rate_limit=0)
+    crowd = [await raw_clients(gateway.port) for _ in range(CROWD)]
+    await crowd[0].auth(tokens[CAROL])
+    async with client_factory(gateway.port) as connect:
+        john, jane = await connect(tokens[JOHN]), await connect(tokens[JANE])
+        await eventually(lambda: len(gateway.registry.open) == CROWD + 2, 5.0, "the crowd")
+
+        for client in crowd:
+            client.close()  # the end of its stream, all in one turn
+        await john.send("send_message", {"chat_id": GENERAL, "text": "still here"}, ref=1)
+        assert (await jane.expect("new_message"))["data"]["text"] == "still here"
+        await eventually(lambda: len(gateway.registry.open) == 2, 5.0,
+                         "every client that left to be let go")
+
+        carol = await connect()  # Carol's one slot is free again
+        await carol.send("auth", {"token": tokens[CAROL]})
+        assert (await carol.recv())["event"] == "auth_success"
+
+
+async def test_client_that_ends_its_stream_sees_the_socket_closed(
+        make_gateway: MakeGateway, raw_clients: RawClients, tokens: dict[int, str]) -> None:
+    """A client that shuts down its sending side (half-close) is answered by the end of the
+    gateway's stream, and its user is counted offline."""
+    gateway = await make_gateway()
+    client = await raw_clients(gateway.port)
+    await client.auth(tokens[JOHN])
+    client.writer.write_eof()
+    assert await client.close_code() is None  # the socket ended, no close frame
+    await eventually(lambda: not gateway.registry.open, 5.0, "the connection to be let go")
+
+
 # --- heartbeat ------------------------------------------------------------------------------
 
 HEARTBEAT = {"ping_period": 0.3, "pong_wait": 0.8}
