@@ -28,9 +28,10 @@ from gogate.frames import Fragments, unsendable_close
 from gogate.hub import Hub
 from gogate.metrics import Metrics
 from gogate.models import User
+from gogate.registry import Registry
 from gogate_fast import Flusher, Sink, build_frame
 
-__all__ = ["Connection", "Dispatch", "Registry", "State"]
+__all__ = ["Connection", "Dispatch", "State"]
 
 MAX_PENDING_WRITES: Final = 256  # events waiting in one connection's inbox
 SEND_QUEUE_MIN_BYTES: Final = 16 * 1024 * 1024  # the send queue's byte bound is at least this
@@ -63,14 +64,6 @@ class Dispatch(Protocol):
     async def run(self, client: Connection, event: Inbound) -> None: ...  # a queued event
 
 
-class Registry:
-    """Every open connection of this worker, for heartbeats, limits and shutdown."""
-
-    def __init__(self) -> None:
-        self.open: set[Connection] = set()
-        self.accepting = True
-
-
 class Connection(WSListener):  # type: ignore[misc]
     __slots__ = ("_abort", "_deadline", "_dispatch", "_flusher", "_fragments", "_hub",
                  "_inbox", "_inbox_task", "_metrics", "_registry", "_settings", "_write_timer",
@@ -81,7 +74,7 @@ class Connection(WSListener):  # type: ignore[misc]
     sink: Sink  # set when the handshake completes
 
     def __init__(self, settings: Settings, dispatch: Dispatch, hub: Hub, flusher: Flusher,
-                 registry: Registry, metrics: Metrics) -> None:
+                 registry: Registry[Connection], metrics: Metrics) -> None:
         super().__init__()
         self._settings = settings
         self._dispatch = dispatch
@@ -128,7 +121,7 @@ class Connection(WSListener):  # type: ignore[misc]
         self.sink = Sink(raw.write, settings.send_queue_size, max_bytes, self, self._flusher)
         self.state = State.CONNECTING
         self._deadline = self.last_rx + settings.auth_timeout
-        self._registry.open.add(self)
+        self._registry.add(self)
         self._metrics.lifecycle.connected(self.conn_id, raw, self.client)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
@@ -185,7 +178,7 @@ class Connection(WSListener):  # type: ignore[misc]
         self.state = State.CLOSED
         self._stop_timers()
         self.sink.close(flush=False)
-        self._registry.open.discard(self)
+        self._registry.discard(self)
         self._leave_hub()
         if self._inbox is not None:
             self._inbox.clear()  # the event under way finishes; the ones behind it are dropped

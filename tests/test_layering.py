@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LEAVES = ("gogate.config", "gogate.configparse", "gogate.devports",
           "gogate.errors",
           "gogate.events", "gogate.lifecycle", "gogate.log",
-          "gogate.metrics", "gogate.models", "gogate.policy", "gogate.proxy")
+          "gogate.metrics", "gogate.models", "gogate.policy", "gogate.proxy",
+          "gogate.registry")
 CORE = (
     "gogate.streams",  # the per-user streams of kept events
     "gogate.auth",  # who holds a token (a package: every module in it)

@@ -284,6 +284,18 @@ async def test_client_answering_pings_stays_connected(make_gateway: MakeGateway,
         assert (await client.expect("ack"))["ref"] == "alive"
 
 
+async def test_heartbeat_reaches_every_connection_each_tick(make_gateway: MakeGateway,
+                                                            raw_clients: RawClients) -> None:
+    """The heartbeat visits the connections a slice at a time; each one is still checked every
+    tick: 40 clients that never authenticate are all closed for it, on time."""
+    gateway = await make_gateway(auth_timeout=0.5)  # a tick of 0.1 s
+    silent = [await raw_clients(gateway.port) for _ in range(40)]
+    started = time.monotonic()
+    codes = await asyncio.gather(*(client.close_code(timeout=3.0) for client in silent))
+    assert codes == [1008] * len(silent)  # authentication timeout
+    assert time.monotonic() - started < 1.5
+
+
 async def test_server_pings_every_ping_period(make_gateway: MakeGateway, raw_clients: Any,
                                               tokens: dict[int, str]) -> None:
     gateway = await make_gateway(ping_period=0.3, pong_wait=5.0)
