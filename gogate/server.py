@@ -239,11 +239,9 @@ class Gateway:
             self.port = sockets[0].getsockname()[1]
         self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
         # What exists now lives as long as the worker: keep it out of every collection, and
-        # collect less often than the default (every 700 allocations) under connection churn,
-        # though not so rarely that one collection holds the loop: a young generation of
-        # 20,000 objects took 5-13 ms to scan during a reconnect storm, and 2,000 about 1 ms.
+        # collect less often than the default (every 700 allocations) under connection churn.
         gc.freeze()
-        gc.set_threshold(2_000, 20, 20)
+        gc.set_threshold(20_000, 20, 20)
         scheme = "wss" if ssl_context else "ws"
         server_log.info("gogate listening on %s://%s:%d/ws (hot path: %s, loop: %s)",
                         scheme, s.host, self.port, IMPLEMENTATION,
