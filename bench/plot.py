@@ -1,8 +1,9 @@
 """Charts of the load benchmarks: ``python -m bench.plot [RESULTS.json ...] [--out DIR]``.
 
-Reads the results ``python -m bench.loadgen`` writes (by default every ``bench/results/*.json``,
-in name order: a later file's scenario replaces an earlier one's) and draws, with matplotlib,
-one PNG per figure the README shows (in ``docs/bench/`` by default):
+Reads the results ``python -m bench.loadgen`` writes (by default every
+``bench/results/loadgen*.json``, in name order: a later file's scenario replaces an earlier
+one's) and draws, with matplotlib, one PNG per figure the README shows (in ``docs/bench/`` by
+default):
 
 ``fanout-cpu.png``     gateway CPU per delivered message at saturation, per system
 ``fanout-latency.png`` delivery latency p50 / p99 / p999 at the fixed delivery rate
@@ -245,11 +246,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.plot",
                                      description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("results", nargs="*", type=Path,
-                        help=f"results files (default: {RESULTS.relative_to(ROOT)}/*.json)")
+                        help=f"results files (default: {RESULTS.relative_to(ROOT)}/loadgen*.json)")
     parser.add_argument("--out", type=Path, default=OUT,
                         help=f"where to write the PNGs (default: {OUT.relative_to(ROOT)})")
     args = parser.parse_args(argv)
-    paths = args.results or sorted(RESULTS.glob("*.json"))
+    paths = args.results or sorted(RESULTS.glob("loadgen*.json"))  # not the other tools' files
     if not paths:
         print(f"bench.plot: no results in {RESULTS}: run python -m bench.loadgen first",
               file=sys.stderr)
