@@ -51,9 +51,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -65,6 +63,7 @@ from typing import Any
 
 import uvloop
 
+from bench import resultsfile
 from bench.harness import (
     GATEWAY_CPU,
     LOADGEN_CPU,
@@ -91,7 +90,6 @@ from bench.storms import storm as storm_scenario
 
 __all__ = ["main"]
 
-RESULTS = Path(__file__).resolve().parent / "results"
 
 def _profile_path(args: argparse.Namespace, name: str, system: System) -> str | None:
     if not args.profile:
@@ -404,28 +402,11 @@ async def run(args: argparse.Namespace) -> int:
             await session.scenario(name)
     finally:
         await session.close()
-    path = args.json or (None if args.smoke else RESULTS / time.strftime(
-        "loadgen-%Y%m%d-%H%M%S.json", time.gmtime()))
+    path = resultsfile.path_for("loadgen", args.json, args.smoke)
     if path is not None:
-        write_results(path, session, argv=sys.argv)
+        resultsfile.write(path, "bench.loadgen", session.results, session.baselines,
+                          uvloop=version("uvloop"))
     return 0
-
-
-def write_results(path: Path, session: Run, argv: list[str]) -> None:
-    """The tables of this run as JSON (format ``gogate-bench/1``, read by ``bench.plot``);
-    a figure that could not be measured is ``null``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    document = {
-        "format": "gogate-bench/1",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": "python -m bench.loadgen " + shlex.join(argv[1:]),
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
-                    "uvloop": version("uvloop")},
-        "baselines": list(session.baselines),
-        "scenarios": session.results,
-    }
-    path.write_text(json.dumps(document, ensure_ascii=False, indent=1) + "\n")
-    print(f"\n# results written to {path}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,11 +42,11 @@ from typing import Any
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from bench.resultsfile import FORMAT, RESULTS
+
 __all__ = ["FORMAT", "Chart", "Results", "charts", "draw", "load", "main"]
 
-FORMAT = "gogate-bench/1"
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 OUT = ROOT / "docs" / "bench"
 
 # Systems in the order they are drawn, gogate first; others (baselines) follow by name.

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -31,12 +29,12 @@ from pathlib import Path
 import redis
 import uvloop
 
+from bench import resultsfile
 from bench.harness import Backend, Client, open_clients
 from bench.procs import raise_fd_limit, start_backend, start_gateway, start_redis
 
 __all__ = ["main"]
 
-RESULTS = Path(__file__).resolve().parent / "results"
 IN_FLIGHT = 8  # messages the sender keeps unanswered
 WARMUP = 5  # messages sent before counting: fills both hosts' member caches
 
@@ -176,22 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         ratio = f"{on[name] / off[name]:.2f}x" if off[name] else "—"
         print(f"| {name} | " + " | ".join(_cell(results[c][name]) for c in columns)
               + f" | {ratio} |")
-    path = args.json or (None if args.smoke else RESULTS / time.strftime(
-        "redis-cost-%Y%m%d-%H%M%S.json", time.gmtime()))
+    path = resultsfile.path_for("redis-cost", args.json, args.smoke)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        document = {
-            "format": "gogate-bench/1",
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "command": ("python -m bench.redis_cost " + shlex.join(sys.argv[1:])).strip(),
-            "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-            "baselines": [],
-            "scenarios": [{"name": "redis-cost", "variant": "", "title": title,
-                           "rows": [{"system": f"gogate {c}", "values": results[c]}
-                                    for c in columns]}],
-        }
-        path.write_text(json.dumps(document, ensure_ascii=False, indent=1) + "\n")
-        print(f"\n# results written to {path}")
+        resultsfile.write(path, "bench.redis_cost", [
+            {"name": "redis-cost", "variant": "", "title": title,
+             "rows": [{"system": f"gogate {c}", "values": results[c]} for c in columns]}])
     return 0
 
 

@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import os
 import resource
-import shlex
 import sys
 import time
 import tracemalloc
@@ -35,12 +32,12 @@ from array import array
 from pathlib import Path
 
 import gogate_fast
+from bench import resultsfile
 from gogate.streams import StreamStore
 from gogate_fast import Kept, build_frame
 
 __all__ = ["main"]
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SLOT_BOUND = 64  # bytes a receiver slot may cost at most
 
 
@@ -162,22 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nper receiver slot, the shared events set apart: "
           f"{figures['RSS B/slot w/o shared events']:.1f} B "
           f"({'within' if within else 'OVER'} the {SLOT_BOUND} B bound)")
-    path = args.json or (None if args.smoke else RESULTS / time.strftime(
-        "streams-memory-%Y%m%d-%H%M%S.json", time.gmtime()))
+    path = resultsfile.path_for("streams-memory", args.json, args.smoke)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        document = {
-            "format": "gogate-bench/1",
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "command": ("python -m bench.streams_memory " + shlex.join(sys.argv[1:])).strip(),
-            "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-            "baselines": [],
-            "scenarios": [{"name": "streams-memory", "variant": "", "title": title,
-                           "rows": [{"system": f"gogate ({implementation})",
-                                     "values": figures}]}],
-        }
-        path.write_text(json.dumps(document, ensure_ascii=False, indent=1) + "\n")
-        print(f"\n# results written to {path}")
+        resultsfile.write(path, "bench.streams_memory", [
+            {"name": "streams-memory", "variant": "", "title": title,
+             "rows": [{"system": f"gogate ({implementation})", "values": figures}]}])
     return 0
 
 
